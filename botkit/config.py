@@ -1,0 +1,249 @@
+"""Bot configuration: the one place that reads ``bot.yaml`` and the environment.
+
+A bot is a directory holding ``bot.yaml`` and ``knowledge/``. Every key of ``bot.yaml``
+can be overridden by an environment variable ``BOTKIT_<KEY>``, nested keys joined with
+``__`` (``BOTKIT_DATABASE_URL``, ``BOTKIT_KNOWLEDGE__CHROMA_URL``). Values that start with
+``[`` or ``{`` are parsed as JSON (``BOTKIT_BACKENDS='["openai:gpt-4o-mini", "extractive"]'``);
+others are given to pydantic as strings and converted to the key's type.
+
+No other module reads ``os.environ``: callers pass the mapping in (tests pass a dict).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from botkit.errors import ConfigError
+from knowledge.settings import KnowledgeSettings
+
+CONFIG_FILE = "bot.yaml"
+ENV_PREFIX = "BOTKIT_"
+# BOTKIT_* variables that are not config keys (read by the CLI itself).
+_RESERVED_ENV = {"BOT"}
+
+
+class OpenAISettings(BaseModel):
+    """The ``openai:`` section: credentials and transport for the OpenAI backend.
+
+    ``api_key`` and ``base_url`` fall back to the official client's ``OPENAI_API_KEY`` and
+    ``OPENAI_BASE_URL`` variables, so vLLM, Ollama or TGI servers work by URL.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str | None = None
+    base_url: str | None = None
+    organization: str | None = None
+    timeout_s: float = Field(30.0, gt=0, description="Deadline of one backend call.")
+    max_retries: int = Field(2, ge=0, le=10)
+    max_tokens: int = Field(512, ge=1, le=32768, description="Cap on tokens generated per reply.")
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+
+
+class TransformersSettings(BaseModel):
+    """The ``transformers:`` section: generation settings for local models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str | None = Field(None, description="cuda, cpu, mps; default: cuda when present, else cpu.")
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class LimitsSettings(BaseModel):
+    """Size limits applied to every input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted.")
+    history_turns: int = Field(12, ge=0, le=200, description="Messages of history loaded per turn.")
+    turn_timeout_s: float = Field(60.0, gt=0, description="Deadline of a whole turn across fallbacks.")
+    lock_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a conversation's turn lock.")
+
+
+class EscalationSettings(BaseModel):
+    """When a conversation is handed to a human."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_abstentions: int = Field(2, ge=1, description="Consecutive unanswered questions before handoff.")
+    classifier: str | None = Field(None, description="Folder of a trained escalation classifier.")
+    classifier_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    message: str = (
+        "I'm handing this conversation to a member of our support team. "
+        "A person will reply here as soon as possible; you don't need to repeat your question."
+    )
+
+
+class WebSettings(BaseModel):
+    """The ``web:`` section: the HTTP API and the embeddable widget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_key: str | None = Field(None, description="Public bot key used by the widget (made by botkit init).")
+    allowed_origins: list[str] = Field(default_factory=list, description="Origins allowed to use the public key.")
+    title: str = "Support"
+    greeting: str = "Hi! Ask me anything about our product."
+
+
+class BotConfig(BaseModel):
+    """The whole bot configuration (``bot.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("botkit", min_length=1, max_length=100, description="The bot's name, as shown to users and APIs.")
+    persona: str = Field(
+        "You are a friendly, concise customer-support assistant.",
+        description="Who the bot is; the first line of every prompt.",
+    )
+    data_dir: str = Field("data", description="Folder for state (database, index), relative to the bot directory.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite file <data_dir>/botkit.db).")
+    backends: list[str] = Field(default_factory=lambda: ["extractive"], min_length=1, description="Fallback chain of backends.")
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    transformers: TransformersSettings = Field(default_factory=TransformersSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+    # Set by load_config, not by users.
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @property
+    def data_path(self) -> Path:
+        """Absolute folder for the bot's state."""
+        return _resolve(self.root, self.data_dir)
+
+    @property
+    def knowledge_path(self) -> Path:
+        """Absolute knowledge folder."""
+        return _resolve(self.root, self.knowledge.path)
+
+    @property
+    def chroma_path(self) -> Path:
+        """Absolute embedded-Chroma folder (unused when ``knowledge.chroma_url`` is set)."""
+        if self.knowledge.chroma_path:
+            return _resolve(self.root, self.knowledge.chroma_path)
+        return self.data_path / "chroma"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'botkit.db'}"
+
+
+def _resolve(root: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (root / path)
+
+
+def load_config(bot_dir: str | Path = ".", environ: Mapping[str, str] | None = None) -> BotConfig:
+    """Read ``bot_dir/bot.yaml`` with environment overrides and validate it.
+
+    ``environ`` defaults to ``os.environ``. A missing ``bot.yaml`` is allowed (all
+    defaults) as long as the directory exists. Raises :class:`ConfigError` naming the file
+    or variable and the key.
+    """
+    env = os.environ if environ is None else environ
+    root = Path(bot_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(f"bot directory {root} does not exist", hint="create one with `botkit init DIR`")
+    path = root / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded
+    origins: dict[tuple[str, ...], str] = {}
+    _apply_env(data, env, origins)
+    _apply_standard_env(data, env)
+    try:
+        config = BotConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, origins)) from exc
+    return config.model_copy(update={"root": root})
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[tuple[str, ...], str]) -> None:
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):]
+        if not key or key in _RESERVED_ENV:
+            continue
+        parts = tuple(part.lower() for part in key.split("__"))
+        value: Any = raw
+        if raw.strip().startswith(("[", "{")):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"environment variable {name}: not valid JSON: {exc.msg}") from exc
+        target = data
+        for part in parts[:-1]:
+            nested = target.get(part)
+            if not isinstance(nested, dict):
+                nested = {}
+                target[part] = nested
+            target = nested
+        target[parts[-1]] = value
+        origins[parts] = name
+
+
+def _apply_standard_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Honour the official clients' variables when bot.yaml leaves the key unset."""
+    openai = data.get("openai")
+    if openai is None:
+        openai = data["openai"] = {}
+    if isinstance(openai, dict):
+        if not openai.get("api_key") and env.get("OPENAI_API_KEY"):
+            openai["api_key"] = env["OPENAI_API_KEY"]
+        if not openai.get("base_url") and env.get("OPENAI_BASE_URL"):
+            openai["base_url"] = env["OPENAI_BASE_URL"]
+
+
+def _describe(exc: ValidationError, path: Path, origins: dict[tuple[str, ...], str]) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc) or "(top level)"
+        where = next((var for prefix, var in origins.items() if loc[: len(prefix)] == prefix), None)
+        origin = f"environment variable {where}" if where else str(path)
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+            allowed = _allowed_keys(loc[:-1])
+            if allowed:
+                message += f"; known keys here: {', '.join(allowed)}"
+        else:
+            message = error["msg"]
+            if "input" in error and not isinstance(error["input"], (dict, list)):
+                message += f" (got {error['input']!r})"
+        lines.append(f"{origin}: {key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = BotConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(name for name in model.model_fields if name != "root")

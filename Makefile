@@ -1,0 +1,30 @@
+# botkit developer entry points. Everything installs into .venv (see scripts/install.sh).
+BOT ?= examples/faq-agent
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run install test test-fast bench clean
+
+## run: install botkit and serve the example FAQ agent at http://$(HOST):$(PORT)
+run:
+	scripts/install.sh all
+	.venv/bin/botkit serve --bot $(BOT) --host $(HOST) --port $(PORT)
+
+## install: install botkit with every optional part into .venv
+install:
+	scripts/install.sh all
+
+## test: install the test dependencies and run the whole suite (what CI runs)
+test:
+	scripts/test.sh
+
+## test-fast: the suite without slow, browser and fault-injection tests
+test-fast:
+	scripts/test.sh -m "not slow and not browser and not faults" -x -q
+
+## bench: run the benchmarks (not part of the tests)
+bench:
+	for f in benchmarks/bench_*.py; do .venv/bin/python $$f || exit 1; done
+
+clean:
+	rm -rf .venv .pytest_cache build *.egg-info examples/*/data

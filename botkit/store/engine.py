@@ -1,0 +1,140 @@
+"""Async engines configured for botkit, and translation of database errors.
+
+SQLite gets WAL mode, a busy timeout and foreign keys on every connection, and the usual
+aiosqlite recipe for real transactions: pysqlite's own ``BEGIN`` handling is switched off
+and botkit emits ``BEGIN`` itself, ``BEGIN IMMEDIATE`` for units of work that write (they
+run on a connection with the :data:`WRITE` execution option), so a read-then-write never
+fails half-way with "database is locked". PostgreSQL connections are pinged before use,
+so the pool recovers after a server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from botkit.errors import BotkitError, StoreError, StoreUnavailable
+from botkit.store.urls import display_url, is_sqlite, normalize_database_url
+
+WRITE = "botkit_write"
+"""Execution option marking a connection whose transaction writes (SQLite: BEGIN IMMEDIATE)."""
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_S = 10.0
+
+# PostgreSQL SQLSTATEs that mean "not reachable right now": connection exceptions (08),
+# shutdown / starting up (57P01-57P03), too many connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "disk is full", "readonly", "closed")
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    """Create an :class:`AsyncEngine` for ``url`` (normalised) with botkit's settings.
+
+    Build engines you hand to :class:`~botkit.store.sql.SQLConversationStore` with this
+    function. Extra keyword arguments go to :func:`create_async_engine`.
+    """
+    target = normalize_database_url(url)
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if is_sqlite(target):
+        Path(target.database or "").expanduser().parent.mkdir(parents=True, exist_ok=True)
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        options["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT_S}
+    options.update(kwargs)
+    engine = create_async_engine(target, **options)
+    if is_sqlite(target):
+        install_sqlite_hooks(engine)
+    return engine
+
+
+def install_sqlite_hooks(engine: AsyncEngine) -> None:
+    """Add botkit's SQLite connection and transaction hooks to ``engine`` (idempotent)."""
+    sync_engine = engine.sync_engine
+    if not event.contains(sync_engine, "connect", _sqlite_connect):
+        event.listen(sync_engine, "connect", _sqlite_connect)
+    if not event.contains(sync_engine, "begin", _sqlite_begin):
+        event.listen(sync_engine, "begin", _sqlite_begin)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # botkit emits BEGIN itself (see _sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    dbapi_connection = conn.connection.dbapi_connection
+    if dbapi_connection is not None and dbapi_connection.isolation_level is not None:
+        dbapi_connection.isolation_level = None  # an engine built before the hooks were added
+    immediate = conn.get_execution_options().get(WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (rather than a bad query)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if "sqlite" in type(exc.orig).__module__:
+            # SQLite reports bugs ("no such table", syntax errors) as OperationalError too.
+            message = str(exc.orig).lower()
+            return any(phrase in message for phrase in _SQLITE_UNAVAILABLE)
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    # asyncpg raises socket errors (connection refused, reset) and timeouts unwrapped.
+    return isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError))
+
+
+def translate(exc: BaseException, action: str, url: URL | None) -> BotkitError:
+    """The botkit error for a database failure while doing ``action``."""
+    where = f" at {display_url(url)}" if url is not None else ""
+    detail = _first_line(exc)
+    if is_unavailable(exc):
+        return StoreUnavailable(
+            f"cannot reach the conversation database{where} while trying to {action}: {detail}",
+            hint="check database_url and that the database server is running; the operation can be retried",
+        )
+    if isinstance(exc, IntegrityError):
+        return StoreError(f"{action}: the database refused the change: {detail}")
+    return StoreError(f"{action} failed{where}: {detail}")
+
+
+@asynccontextmanager
+async def translating(
+    action: str, url: URL | None, *, passthrough: tuple[type[BaseException], ...] = ()
+) -> AsyncIterator[None]:
+    """Translate database and connection errors raised in the block to botkit errors
+    (except those in ``passthrough``, which the caller handles)."""
+    try:
+        yield
+    except BotkitError:
+        raise
+    except passthrough:
+        raise
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        raise translate(exc, action, url) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)
+    else:
+        text = str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

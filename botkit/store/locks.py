@@ -1,0 +1,266 @@
+"""Per-conversation turn locks that work across processes.
+
+* :class:`LocalLocks`: one :class:`asyncio.Lock` per conversation, so turns within one
+  process queue without polling the database.
+* :class:`AdvisoryLock` (PostgreSQL): a session-level ``pg_advisory_lock`` taken with
+  ``pg_try_advisory_lock`` in a short poll loop on a dedicated connection held for the
+  turn. If the holder dies its connection drops and the server releases the lock at once.
+* :class:`LeaseLock` (SQLite): a lease row in ``turn_locks`` (conversation id, holder,
+  expiry), taken under ``BEGIN IMMEDIATE`` when absent or expired, renewed by the holder
+  while the turn runs and deleted at the end. If the holder dies the lease lapses.
+
+:class:`TurnLocks` puts them together for the store. ``acquire`` raises
+:class:`ConversationLocked` once the deadline (``loop.time()``) passes; ``release`` never
+raises (a failed release is logged: the lock lapses on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+
+from sqlalchemy import delete, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
+
+from botkit.errors import ConversationLocked
+from botkit.store.engine import PG_CONNECT_TIMEOUT_S, WRITE, translating
+from botkit.store.models import TurnLockRow
+
+log = logging.getLogger("botkit.store")
+
+_turn_locks = TurnLockRow.__table__
+_FIRST_POLL_S = 0.01
+_MAX_POLL_S = 0.2
+
+
+def locked_error(conversation_id: str, timeout: float) -> ConversationLocked:
+    """The error raised when a turn lock is not free within ``timeout`` seconds."""
+    return ConversationLocked(
+        f"conversation {conversation_id} is busy: another turn held its lock for more than {timeout:g}s",
+        hint="an earlier message of this conversation is still being answered; retry when it is done, "
+        "or raise limits.lock_timeout_s",
+    )
+
+
+class LocalLocks:
+    """One :class:`asyncio.Lock` per conversation id, dropped when no task uses it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str, timeout: float) -> AsyncIterator[None]:
+        """Hold ``key``'s lock for the block; raise :class:`ConversationLocked` after ``timeout``."""
+        lock, users = self._entries.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._entries[key] = (lock, users + 1)
+        try:
+            try:
+                await asyncio.wait_for(lock.acquire(), timeout)
+            except asyncio.TimeoutError:
+                raise locked_error(key, timeout) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._entries[key]
+            if users <= 1:
+                del self._entries[key]
+            else:
+                self._entries[key] = (lock, users - 1)
+
+
+async def _poll(attempt: Callable[[], Awaitable[bool]], deadline: float, on_timeout: ConversationLocked) -> None:
+    """Call ``attempt()`` with backoff until it returns true; raise ``on_timeout`` at ``deadline``."""
+    loop = asyncio.get_running_loop()
+    delay = _FIRST_POLL_S
+    while not await attempt():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise on_timeout
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _MAX_POLL_S)
+
+
+def advisory_key(conversation_id: str) -> int:
+    """The signed 64-bit PostgreSQL advisory-lock key of a conversation's turn lock."""
+    digest = hashlib.blake2b(f"botkit.turn:{conversation_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class AdvisoryLock:
+    """A conversation's turn lock as a PostgreSQL session-level advisory lock."""
+
+    def __init__(self, engine: AsyncEngine, conversation_id: str) -> None:
+        self._engine = engine
+        self._conversation_id = conversation_id
+        self._key = advisory_key(conversation_id)
+        self._connection: AsyncConnection | None = None
+
+    async def acquire(self, deadline: float, timeout: float) -> None:
+        """Wait for the lock until ``deadline``; keep its connection until :meth:`release`."""
+        loop = asyncio.get_running_loop()
+        connection = await asyncio.wait_for(self._engine.connect(), max(deadline - loop.time(), 0.001))
+        try:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+            async def attempt() -> bool:
+                return bool(await connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}))
+
+            await _poll(attempt, deadline, locked_error(self._conversation_id, timeout))
+        except BaseException:
+            # Cancelled between the server granting the lock and us seeing it: dropping the
+            # connection is the one sure way to give the lock back.
+            await _discard(connection)
+            raise
+        self._connection = connection
+
+    async def release(self) -> None:
+        """Unlock and return the connection to the pool (or drop it if that fails)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            unlocked = await connection.scalar(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+        except BaseException as exc:
+            await _discard(connection)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("turn lock of %s: unlock failed (%s); connection dropped", self._conversation_id, exc)
+            return
+        if not unlocked:  # pragma: no cover - would mean the session lost the lock
+            log.warning("turn lock of %s was not held at release; connection dropped", self._conversation_id)
+            await _discard(connection)
+            return
+        await connection.close()
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    with suppress(Exception):
+        await connection.invalidate()
+    with suppress(Exception):
+        await connection.close()
+
+
+class LeaseLock:
+    """A conversation's turn lock as a renewed lease row (SQLite)."""
+
+    def __init__(self, engine: AsyncEngine, conversation_id: str, *, lease_s: float) -> None:
+        self._engine = engine
+        self._conversation_id = conversation_id
+        self._lease_s = lease_s
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def acquire(self, deadline: float, timeout: float) -> None:
+        """Wait until the lease is free or expired and take it; renew it until :meth:`release`."""
+        await _poll(self._try_take, deadline, locked_error(self._conversation_id, timeout))
+        self._renewer = asyncio.get_running_loop().create_task(self._renew())
+
+    async def release(self) -> None:
+        """Stop renewing and delete the lease (if it is still ours)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._renewer
+            self._renewer = None
+        try:
+            await self._write(
+                delete(_turn_locks).where(
+                    _turn_locks.c.conversation_id == self._conversation_id, _turn_locks.c.holder == self._holder
+                )
+            )
+        except Exception as exc:
+            log.warning("turn lock of %s: release failed (%s); the lease will lapse", self._conversation_id, exc)
+
+    async def _try_take(self) -> bool:
+        now = time.time()
+        stmt = sqlite_insert(_turn_locks).values(
+            conversation_id=self._conversation_id, holder=self._holder, expires_at=now + self._lease_s
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_turn_locks.c.conversation_id],
+            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
+            where=_turn_locks.c.expires_at < now,
+        )
+        return await self._write(stmt) == 1
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                renewed = await self._write(
+                    update(_turn_locks)
+                    .where(_turn_locks.c.conversation_id == self._conversation_id, _turn_locks.c.holder == self._holder)
+                    .values(expires_at=time.time() + self._lease_s)
+                )
+            except Exception as exc:
+                log.warning("turn lock of %s: renewal failed (%s)", self._conversation_id, exc)
+                continue
+            if not renewed:
+                log.warning("turn lock of %s: the lease lapsed and was taken over", self._conversation_id)
+                return
+
+    async def _write(self, statement: Executable) -> int:
+        async with self._engine.connect() as connection:
+            await connection.execution_options(**{WRITE: True})
+            async with connection.begin():
+                result = await connection.execute(statement)
+                return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class TurnLocks:
+    """The store's turn locks: queue on an in-process lock, then take the database lock.
+
+    On PostgreSQL the locks' connections come from a pool of their own (up to
+    ``max_connections``), so turns that hold a lock never starve the store's queries.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, lease_s: float, max_connections: int = 50) -> None:
+        self._engine = engine
+        self._lease_s = lease_s
+        self._local = LocalLocks()
+        self._lock_engine: AsyncEngine | None = None
+        if engine.dialect.name == "postgresql":
+            self._lock_engine = create_async_engine(
+                engine.url,
+                pool_size=min(5, max_connections),
+                max_overflow=max(max_connections - 5, 0),
+                pool_pre_ping=True,
+                connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+            )
+
+    @asynccontextmanager
+    async def hold(self, conversation_id: str, timeout: float) -> AsyncIterator[None]:
+        """Hold ``conversation_id``'s turn lock for the block (see ``ConversationStore.turn_lock``)."""
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with self._local.hold(conversation_id, timeout):
+            lock: AdvisoryLock | LeaseLock
+            if self._lock_engine is not None:
+                lock = AdvisoryLock(self._lock_engine, conversation_id)
+            else:
+                lock = LeaseLock(self._engine, conversation_id, lease_s=self._lease_s)
+            async with translating("take a conversation's turn lock", self._engine.url):
+                await lock.acquire(deadline, timeout)
+            try:
+                yield
+            finally:
+                await lock.release()
+
+    async def close(self) -> None:
+        """Close the locks' own connections."""
+        if self._lock_engine is not None:
+            await self._lock_engine.dispose()

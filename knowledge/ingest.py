@@ -1,0 +1,337 @@
+"""Incremental ingestion: bring the index in line with the knowledge sources.
+
+:func:`sync` discovers the sources, reads each one and compares its fingerprint with the
+manifest. Unchanged sources are not parsed or embedded. New and changed ones are parsed,
+chunked and embedded in batches that span sources, then written per window of sources:
+
+1. the new chunks are upserted into Chroma;
+2. the FTS rows and the manifest rows are replaced in one SQLite transaction;
+3. the source's old chunk ids that are not in the new set are deleted from Chroma.
+
+Killed between any two steps, the store holds at worst extra vectors that the manifest
+does not name; every run starts by reconciling (deleting such orphans, and re-ingesting
+sources whose manifest chunks are missing from Chroma), so a re-run always ends with
+Chroma ids == manifest ids == FTS ids. A source that fails to read or parse keeps its
+previous chunks and is reported in ``failed``; a source that disappeared is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knowledge.chunking import chunk_documents
+from knowledge.embeddings import Embedder
+from knowledge.errors import IndexUnavailable, SourceError
+from knowledge.lexical import LexicalIndex
+from knowledge.manifest import Manifest, ManifestEntry, now
+from knowledge.settings import KnowledgeSettings
+from knowledge.sources import discover, parse, read
+from knowledge.store import VectorStore
+from knowledge.types import Chunk, SourceRef
+
+#: Sources are written in windows of about this many embedding batches.
+WINDOW_BATCHES = 8
+
+
+@dataclass
+class IngestReport:
+    """What one :func:`sync` did. ``chunks`` is the total in the index afterwards."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    chunks: int = 0
+    seconds: float = 0.0
+    embedded: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape printed by ``botkit ingest --json``."""
+        data = asdict(self)
+        data.pop("embedded")
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """One source handled: ``status`` is added, updated, unchanged, failed or removed."""
+
+    source: str
+    status: str
+    done: int
+    total: int
+    chunks: int = 0
+
+
+ProgressCallback = Callable[[IngestProgress], None]
+
+
+@dataclass
+class _Pending:
+    ref: SourceRef
+    fingerprint: str
+    chunks: list[Chunk]
+    previous: ManifestEntry | None
+    size: int | None
+    mtime: float | None
+
+
+def default_chroma_path(settings: KnowledgeSettings, data_dir: Path) -> Path:
+    """``knowledge.chroma_path`` (absolute) or ``<data_dir>/chroma``."""
+    if settings.chroma_path and Path(settings.chroma_path).expanduser().is_absolute():
+        return Path(settings.chroma_path).expanduser()
+    return data_dir / "chroma"
+
+
+def sync(
+    settings: KnowledgeSettings,
+    root: Path,
+    data_dir: Path,
+    *,
+    embedder: Embedder,
+    progress: ProgressCallback | None = None,
+    rebuild: bool = False,
+    only: Sequence[str] | None = None,
+    chroma_path: Path | None = None,
+) -> IngestReport:
+    """Ingest the sources of ``settings`` (folder resolved against the bot directory ``root``).
+
+    ``only`` restricts the run to sources whose name equals, or sits under, one of the given
+    names (``billing/``); others are left as they are. ``rebuild`` drops the index first
+    (needed after changing the embedding model).
+    """
+    with ingest_lock(data_dir):
+        store = VectorStore.open(
+            model_id=embedder.model_id,
+            dimension=embedder.dimension,
+            path=chroma_path or default_chroma_path(settings, data_dir),
+            url=settings.chroma_url,
+            collection=settings.collection,
+            rebuild=rebuild,
+        )
+        lexical = LexicalIndex(data_dir / "lexical.db")
+        try:
+            return sync_into(store, lexical, settings, root, embedder=embedder, progress=progress, rebuild=rebuild, only=only)
+        finally:
+            lexical.close()
+
+
+def sync_into(
+    store: VectorStore,
+    lexical: LexicalIndex,
+    settings: KnowledgeSettings,
+    root: Path,
+    *,
+    embedder: Embedder,
+    progress: ProgressCallback | None = None,
+    rebuild: bool = False,
+    only: Sequence[str] | None = None,
+) -> IngestReport:
+    """:func:`sync` on an already opened store and lexical database."""
+    started = time.perf_counter()
+    manifest = Manifest(lexical)
+    if rebuild:
+        with lexical.transaction():
+            lexical.clear()
+            manifest.clear()
+    entries = reconcile(store, lexical, manifest)
+    refs, discover_failures = discover(settings, root)
+    refs = [r for r in refs if _in_scope(r.name, only)]
+    report = IngestReport()
+    failed_names: set[str] = set()
+    for name, reason in discover_failures:
+        if _in_scope(name, only):
+            report.failed.append({"source": name, "reason": reason})
+            failed_names.add(name)
+    total = len(refs)
+    done = 0
+
+    def tell(source: str, status: str, chunks: int = 0) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(IngestProgress(source=source, status=status, done=done, total=total, chunks=chunks))
+
+    window: list[_Pending] = []
+    window_chunks = 0
+    touched: list[ManifestEntry] = []
+    limit = settings.embedding_batch_size * WINDOW_BATCHES
+    for ref in refs:
+        previous = entries.get(ref.name)
+        try:
+            size, mtime = _stat(ref)
+            raw = read(ref, settings)
+            if previous is not None and previous.fingerprint == raw.fingerprint and previous.model_id == embedder.model_id:
+                report.unchanged += 1
+                if (size, mtime) != (previous.size, previous.mtime):
+                    touched.append(_restat(previous, size, mtime))
+                tell(ref.name, "unchanged", len(previous.chunk_ids))
+                continue
+            chunks = chunk_documents(parse(raw), chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+            if not chunks:
+                raise SourceError("no text to index (the source is empty or has no text layer)")
+        except SourceError as exc:
+            report.failed.append({"source": ref.name, "reason": str(exc)})
+            failed_names.add(ref.name)
+            tell(ref.name, "failed")
+            continue
+        window.append(_Pending(ref, raw.fingerprint, chunks, previous, size, mtime))
+        window_chunks += len(chunks)
+        if window_chunks >= limit:
+            _write_window(store, lexical, manifest, embedder, window, report, tell)
+            window, window_chunks = [], 0
+    if window:
+        _write_window(store, lexical, manifest, embedder, window, report, tell)
+    if touched:
+        manifest.put(touched)
+
+    seen = {r.name for r in refs}
+    keep_urls = bool(discover_failures)  # a failed sitemap hides its pages: never delete on that evidence
+    gone = [
+        entry
+        for name, entry in entries.items()
+        if name not in seen and name not in failed_names and _in_scope(name, only)
+        and not (keep_urls and "://" in name)
+    ]
+    if gone:
+        _remove_sources(store, lexical, manifest, gone)
+        report.removed = len(gone)
+        for entry in gone:
+            if progress is not None:
+                progress(IngestProgress(source=entry.source, status="removed", done=done, total=total))
+    report.chunks = store.count()
+    report.seconds = time.perf_counter() - started
+    manifest.set_meta("last_ingest", {"at": now(), "model": embedder.model_id, "report": report.to_dict()})
+    return report
+
+
+def reconcile(store: VectorStore, lexical: LexicalIndex, manifest: Manifest) -> dict[str, ManifestEntry]:
+    """Make Chroma, the FTS table and the manifest agree; return the manifest entries.
+
+    Chunks that no manifest row names are deleted. A manifest row naming chunks missing from
+    Chroma or FTS is dropped (with its chunks), so its source is ingested again.
+    """
+    entries = manifest.entries()
+    named = {cid for entry in entries.values() for cid in entry.chunk_ids}
+    in_store = store.ids()
+    in_fts = lexical.ids()
+    broken = [e for e in entries.values() if not set(e.chunk_ids) <= in_store or not set(e.chunk_ids) <= in_fts]
+    if broken:
+        _remove_sources(store, lexical, manifest, broken)
+        for entry in broken:
+            del entries[entry.source]
+        named = {cid for entry in entries.values() for cid in entry.chunk_ids}
+    orphans_fts = in_fts - named
+    if orphans_fts:
+        lexical.delete(orphans_fts)
+    orphans = in_store - named
+    if orphans:
+        store.delete(sorted(orphans))
+    return entries
+
+
+def _write_window(
+    store: VectorStore,
+    lexical: LexicalIndex,
+    manifest: Manifest,
+    embedder: Embedder,
+    window: list[_Pending],
+    report: IngestReport,
+    tell: Callable[[str, str, int], None],
+) -> None:
+    chunks = [c for pending in window for c in pending.chunks]
+    vectors = embedder.embed([c.embed_text for c in chunks])
+    report.embedded += len(chunks)
+    store.upsert(chunks, vectors)  # 1. vectors
+    stale: list[str] = []
+    entries: list[ManifestEntry] = []
+    for pending in window:
+        ids = tuple(c.id for c in pending.chunks)
+        old = set(pending.previous.chunk_ids) if pending.previous else set()
+        stale.extend(sorted(old - set(ids)))
+        entries.append(
+            ManifestEntry(
+                source=pending.ref.name, fingerprint=pending.fingerprint, chunk_ids=ids,
+                model_id=embedder.model_id, ingested_at=now(), size=pending.size, mtime=pending.mtime,
+                format=_format(pending.ref),
+            )
+        )
+    with lexical.transaction():  # 2. FTS + manifest, atomically
+        lexical.replace(chunks, remove=stale)
+        manifest.put(entries)
+    if stale:
+        store.delete(stale)  # 3. old vectors
+    for pending in window:
+        status = "updated" if pending.previous else "added"
+        setattr(report, status, getattr(report, status) + 1)
+        tell(pending.ref.name, status, len(pending.chunks))
+
+
+def _remove_sources(store: VectorStore, lexical: LexicalIndex, manifest: Manifest, entries: Sequence[ManifestEntry]) -> None:
+    ids = [cid for entry in entries for cid in entry.chunk_ids]
+    with lexical.transaction():
+        lexical.delete(ids)
+        manifest.remove(e.source for e in entries)
+    store.delete(ids)
+
+
+def _in_scope(name: str, only: Sequence[str] | None) -> bool:
+    if not only:
+        return True
+    for prefix in only:
+        prefix = prefix.strip("/")
+        if not prefix or prefix == "." or name == prefix or name.startswith(prefix + "/") or name.startswith(prefix + "#"):
+            return True
+    return False
+
+
+def _stat(ref: SourceRef) -> tuple[int | None, float | None]:
+    if ref.kind != "file":
+        return None, None
+    try:
+        info = os.stat(ref.location)
+    except OSError:
+        return None, None
+    return info.st_size, info.st_mtime
+
+
+def _restat(entry: ManifestEntry, size: int | None, mtime: float | None) -> ManifestEntry:
+    return ManifestEntry(
+        entry.source, entry.fingerprint, entry.chunk_ids, entry.model_id, entry.ingested_at, size, mtime, entry.format
+    )
+
+
+def _format(ref: SourceRef) -> str:
+    if ref.kind == "url":
+        return "url"
+    return Path(ref.name).suffix.lower().lstrip(".") or "none"
+
+
+@contextmanager
+def ingest_lock(data_dir: Path) -> Iterator[None]:
+    """Hold ``<data_dir>/ingest.lock`` so two ingests never write the same index at once."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    with open(data_dir / "ingest.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IndexUnavailable(
+                f"another `botkit ingest` is writing {data_dir}; wait for it to finish and run this again"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

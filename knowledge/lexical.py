@@ -1,0 +1,233 @@
+"""Lexical search: SQLite FTS5 with BM25 ranking, in ``<data_dir>/lexical.db``.
+
+One FTS5 table, tokenizer ``unicode61 remove_diacritics 2`` (case- and accent-insensitive
+words for Latin, Greek, Cyrillic… scripts). Chinese, Japanese and Korean have no spaces
+between words, so before indexing (and before querying) every run of CJK characters is
+rewritten as its overlapping character bigrams ("重置密码" → "重置 置密 密码"), the
+approach of Lucene's CJK analyzer: two-character words, the most common length, match
+exactly, and longer words match through their bigrams. We chose this over the ``trigram``
+tokenizer because trigrams cannot match two-character words.
+
+User text is never used as FTS5 query syntax: the query is split into words, each word is
+quoted, and the words are OR-ed, so BM25 ranks chunks that contain more (and rarer) query
+words higher. A short list of English function words is dropped from queries.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from knowledge.errors import IndexUnavailable
+from knowledge.types import Chunk
+
+TOKENIZER = "unicode61 remove_diacritics 2"
+# Column weights for bm25(): title, section, body (UNINDEXED columns get 0).
+_BM25 = "bm25(chunks_fts, 0, 0, 0, 0, 3.0, 1.5, 1.0)"
+
+# The ingest manifest's tables live in the same file (see knowledge.manifest).
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS manifest (source TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+    "chunk_ids TEXT NOT NULL, model_id TEXT NOT NULL, ingested_at REAL NOT NULL, size INTEGER, mtime REAL, format TEXT)",
+    "CREATE TABLE IF NOT EXISTS kb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK_RUN = re.compile(f"[{_CJK}]+")
+_WORD = re.compile(r"[^\W_]+")
+STOPWORDS = frozenset(
+    "a an and are as at be but by can do does did for from had has have how i if in is it its me my of on or "
+    "our so that the their them then there these they this to was we were what when where which who why will "
+    "with would you your".split()
+)
+
+
+def cjk_bigrams(text: str) -> str:
+    """Rewrite each run of CJK characters as its space-separated character bigrams."""
+
+    def bigrams(match: re.Match[str]) -> str:
+        run = match.group(0)
+        if len(run) == 1:
+            return f" {run} "
+        return " " + " ".join(run[i : i + 2] for i in range(len(run) - 1)) + " "
+
+    return _CJK_RUN.sub(bigrams, text)
+
+
+def match_expression(query: str) -> str | None:
+    """A safe FTS5 MATCH expression for free text (quoted words joined by OR), or None."""
+    terms: list[str] = []
+    for word in _WORD.findall(cjk_bigrams(query)):
+        if word.lower() not in STOPWORDS and word not in terms:
+            terms.append(word)
+    if not terms:
+        # A question made only of stop words still searches them.
+        terms = list(dict.fromkeys(_WORD.findall(query)))
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms[:64])
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    """A lexical match: the chunk id, its 1-based rank and its BM25 score (higher is better)."""
+
+    chunk_id: str
+    rank: int
+    score: float
+
+
+class LexicalIndex:
+    """The SQLite database ``lexical.db``: the FTS5 table, plus the ingest manifest's tables.
+
+    Thread-safe: one connection guarded by a lock. :meth:`transaction` groups writes to the
+    FTS table and the manifest (see :mod:`knowledge.manifest`) so they commit together.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._in_transaction = False
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection (opened, and the tables created, on first use)."""
+        with self.lock:
+            if self._conn is None:
+                self._conn = self._open()
+            return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5("
+                "chunk_id UNINDEXED, source UNINDEXED, origin UNINDEXED, kind UNINDEXED, "
+                f"title, section, body, tokenize='{TOKENIZER}')"
+            )
+            for statement in SCHEMA:
+                conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(
+                f"lexical index {self.path}: {exc}; delete it and run `botkit ingest --rebuild`"
+            ) from exc
+        return conn
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self.lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (nested calls join the outer one)."""
+        with self.lock:
+            conn = self.conn
+            if self._in_transaction:
+                yield conn
+                return
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._in_transaction = True
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise IndexUnavailable(f"lexical index {self.path}: write failed: {exc}") from exc
+            finally:
+                self._in_transaction = False
+
+    def replace(self, chunks: Sequence[Chunk], *, remove: Iterable[str] = ()) -> None:
+        """Delete ids in ``remove`` and (re)insert ``chunks``, in one transaction."""
+        rows = [_row(c) for c in chunks]
+        doomed = list(dict.fromkeys([*remove, *(c.id for c in chunks)]))
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM chunks_fts WHERE chunk_id = ?", [(i,) for i in doomed])
+            conn.executemany(
+                "INSERT INTO chunks_fts (chunk_id, source, origin, kind, title, section, body) VALUES (?,?,?,?,?,?,?)",
+                rows,
+            )
+
+    def delete(self, ids: Iterable[str]) -> None:
+        """Remove chunks by id."""
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM chunks_fts WHERE chunk_id = ?", [(i,) for i in ids])
+
+    def clear(self) -> None:
+        """Remove every chunk."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM chunks_fts")
+
+    def ids(self) -> set[str]:
+        """Every indexed chunk id."""
+        with self.lock:
+            return {row[0] for row in self.conn.execute("SELECT chunk_id FROM chunks_fts")}
+
+    def search(self, query: str, *, k: int, filters: Mapping[str, Any] | None = None) -> list[LexicalHit]:
+        """The ``k`` best BM25 matches of free-text ``query``, best first."""
+        expression = match_expression(query)
+        if expression is None or k <= 0:
+            return []
+        where, params = _filter_sql(filters)
+        sql = (
+            f"SELECT chunk_id, {_BM25} AS score FROM chunks_fts WHERE chunks_fts MATCH ? {where} "
+            "ORDER BY score LIMIT ?"
+        )
+        try:
+            with self.lock:
+                rows = self.conn.execute(sql, [expression, *params, k]).fetchall()
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"lexical index {self.path}: search failed: {exc}") from exc
+        return [LexicalHit(chunk_id=cid, rank=i + 1, score=-float(score)) for i, (cid, score) in enumerate(rows)]
+
+
+def _row(chunk: Chunk) -> tuple[str, ...]:
+    body = chunk.text
+    if chunk.kind == "faq":
+        question = str(chunk.metadata.get("question") or chunk.title)
+        answer = str(chunk.metadata.get("answer") or "")
+        parts = [question] + ([answer] if answer and answer not in body else []) + [body]
+        body = "\n".join(p for p in parts if p)
+    return (
+        chunk.id,
+        chunk.source,
+        chunk.origin,
+        chunk.kind,
+        cjk_bigrams(chunk.title),
+        cjk_bigrams(chunk.section),
+        cjk_bigrams(body),
+    )
+
+
+def _filter_sql(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+    """SQL conditions for the retriever's filters (``source`` prefix, ``kind``, ``origin``)."""
+    if not filters:
+        return "", []
+    clauses: list[str] = []
+    params: list[Any] = []
+    prefix = filters.get("source")
+    if prefix:
+        clauses.append("(substr(source, 1, ?) = ? OR substr(origin, 1, ?) = ?)")
+        params += [len(prefix), prefix, len(prefix), prefix]
+    for key in ("kind", "origin"):
+        value = filters.get(key)
+        if value is None:
+            continue
+        values = [value] if isinstance(value, str) else list(value)
+        clauses.append(f"{key} IN ({', '.join('?' * len(values))})")
+        params += values
+    return ("AND " + " AND ".join(clauses)) if clauses else "", params

@@ -1,0 +1,79 @@
+"""History-aware retrieval queries.
+
+A follow-up such as "and for the annual plan?" after "How much does Pro cost?" retrieves
+nothing useful on its own. :func:`contextualize` detects a follow-up with three general
+signals and then prepends the previous user message(s) to it:
+
+1. it is short: at most :data:`SHORT_WORDS` words (a CJK character counts as half a word);
+2. it starts with a connective ("and", "but", "what about", "那", "还有"…);
+3. it is at most :data:`PRONOUN_MAX_WORDS` words long and contains a pronoun that points
+   back ("it", "that", "them", "它", "这个"…).
+
+When the previous message was itself a follow-up, the one before it is kept too (at most
+:data:`MAX_CONTEXT_MESSAGES`). A standalone question is returned unchanged, so a change of
+topic is not polluted by the old one. No rule depends on a particular knowledge base.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+SHORT_WORDS = 4
+PRONOUN_MAX_WORDS = 10
+MAX_CONTEXT_MESSAGES = 2
+
+CONNECTIVES = (
+    "and", "but", "also", "or", "so", "then", "plus", "what about", "how about", "same for",
+    "what if", "else", "instead", "too", "as well",
+    "et", "mais", "und", "aber", "y", "pero",
+    "那", "那么", "还有", "另外", "如果", "而且", "并且", "也", "那如果", "それで", "じゃあ", "では",
+)
+PRONOUNS = frozenset(
+    "it its it's that those these they them their one ones there such same "
+    "它 它们 这个 那个 这些 那些".split()
+)
+_TOKEN = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def word_count(text: str) -> float:
+    """Words in ``text``, counting each CJK character as half a word."""
+    cjk = len(_CJK.findall(text))
+    latin = len([t for t in _TOKEN.findall(_CJK.sub(" ", text))])
+    return latin + cjk / 2
+
+
+def is_follow_up(question: str) -> bool:
+    """True when ``question`` probably depends on the previous message (see module doc)."""
+    text = question.strip().casefold()
+    if not text:
+        return False
+    words = word_count(text)
+    if words <= SHORT_WORDS:
+        return True
+    stripped = text.lstrip("¿¡\"'(«“ ")
+    for connective in CONNECTIVES:
+        if stripped.startswith(connective):
+            rest = stripped[len(connective) :]
+            if _CJK.match(connective) or not rest or not rest[0].isalnum():
+                return True
+    if words <= PRONOUN_MAX_WORDS:
+        tokens = set(_TOKEN.findall(_CJK.sub(" ", text)))
+        if tokens & PRONOUNS or any(p in text for p in PRONOUNS if _CJK.match(p)):
+            return True
+    return False
+
+
+def contextualize(question: str, history: Sequence[str]) -> str:
+    """The retrieval query for ``question`` given earlier user messages (oldest first)."""
+    question = question.strip()
+    previous = [m.strip() for m in history if m and m.strip()]
+    if not previous or not is_follow_up(question):
+        return question
+    context = [previous[-1]]
+    for message in reversed(previous[:-1]):
+        if len(context) >= MAX_CONTEXT_MESSAGES or not is_follow_up(context[0]):
+            break
+        context.insert(0, message)
+    return " ".join([*context, question])

@@ -28,9 +28,13 @@ def register(app: typer.Typer) -> None:
             before, after = asyncio.run(_upgrade(config.resolved_database_url))
         where = _display(config.resolved_database_url)
         if before == after:
-            console.print(f"{where}: already at revision {after} (head)", highlight=False)
+            console.print(f"{where}: already at revision {after} (head)", highlight=False, soft_wrap=True)
         else:
-            console.print(f"{where}: upgraded from {before or 'an empty database'} to {after} (head)", highlight=False)
+            console.print(
+                f"{where}: upgraded from {before or 'an empty database'} to {after} (head)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     @db.command()
     def current(bot: Path = BotOption) -> None:
@@ -40,10 +44,10 @@ def register(app: typer.Typer) -> None:
             revision, head = asyncio.run(_current(config.resolved_database_url))
         where = _display(config.resolved_database_url)
         if revision == head:
-            console.print(f"{where}: revision {revision} (head)", highlight=False)
+            console.print(f"{where}: revision {revision} (head)", highlight=False, soft_wrap=True)
             return
         state = "no botkit schema yet" if revision is None else f"revision {revision}"
-        console.print(f"{where}: {state}; head is {head} (run `botkit db upgrade`)", highlight=False)
+        console.print(f"{where}: {state}; head is {head} (run `botkit db upgrade`)", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

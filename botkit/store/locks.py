@@ -2,9 +2,9 @@
 
 * :class:`LocalLocks`: one :class:`asyncio.Lock` per conversation, so turns within one
   process queue without polling the database.
-* :class:`AdvisoryLock` (PostgreSQL): a session-level ``pg_advisory_lock`` taken with
-  ``pg_try_advisory_lock`` in a short poll loop on a dedicated connection held for the
-  turn. If the holder dies its connection drops and the server releases the lock at once.
+* :class:`AdvisoryLock` (PostgreSQL): a session-level ``pg_advisory_lock`` (waiting under
+  ``lock_timeout``) on a dedicated connection held for the turn. If the holder dies its
+  connection drops and the server releases the lock at once.
 * :class:`LeaseLock` (SQLite): a lease row in ``turn_locks`` (conversation id, holder,
   expiry), taken under ``BEGIN IMMEDIATE`` when absent or expired, renewed by the holder
   while the turn runs and deleted at the end. If the holder dies the lease lapses.
@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager, suppress
 
 from sqlalchemy import delete, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
@@ -39,7 +40,8 @@ log = logging.getLogger("botkit.store")
 
 _turn_locks = TurnLockRow.__table__
 _FIRST_POLL_S = 0.01
-_MAX_POLL_S = 0.2
+_MAX_POLL_S = 0.1
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
 
 
 def locked_error(conversation_id: str, timeout: float) -> ConversationLocked:
@@ -109,18 +111,26 @@ class AdvisoryLock:
         self._connection: AsyncConnection | None = None
 
     async def acquire(self, deadline: float, timeout: float) -> None:
-        """Wait for the lock until ``deadline``; keep its connection until :meth:`release`."""
+        """Wait for the lock until ``deadline``; keep its connection until :meth:`release`.
+
+        The wait happens in the server (``pg_advisory_lock`` under a ``lock_timeout``), so a
+        released lock passes to the next waiter at once, without polling.
+        """
         loop = asyncio.get_running_loop()
         connection = await asyncio.wait_for(self._engine.connect(), max(deadline - loop.time(), 0.001))
         try:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-
-            async def attempt() -> bool:
-                return bool(await connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}))
-
-            await _poll(attempt, deadline, locked_error(self._conversation_id, timeout))
+            wait_ms = max(int((deadline - loop.time()) * 1000), 1)  # 0 would mean "forever"
+            await connection.execute(text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{wait_ms}ms"})
+            try:
+                await connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                    raise locked_error(self._conversation_id, timeout) from None
+                raise
+            await connection.execute(text("SET lock_timeout TO DEFAULT"))
         except BaseException:
-            # Cancelled between the server granting the lock and us seeing it: dropping the
+            # Also when cancelled while the server was granting the lock: dropping the
             # connection is the one sure way to give the lock back.
             await _discard(connection)
             raise

@@ -86,7 +86,8 @@ class SQLConversationStore(ConversationStore):
             raise ConfigError("the async_sessionmaker given to SQLConversationStore must be bound to an AsyncEngine")
         if engine is None:
             assert self._url is not None
-            engine = create_engine(self._url)
+            async with translating("open the conversation store", self._url):
+                engine = create_engine(self._url)  # creates the SQLite file's folder
         elif is_sqlite(engine.url):
             install_sqlite_hooks(engine)
         try:
@@ -135,10 +136,11 @@ class SQLConversationStore(ConversationStore):
     # -- conversations -------------------------------------------------------------------
 
     async def create_conversation(
-        self, *, bot: str, channel: str, external_id: str | None = None, metadata: Mapping[str, Any] | None = None
+        self, *, bot: str, channel: str, external_id: str | None = None, metadata: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
     ) -> Conversation:
         at = now()
-        values = {"id": uuid.uuid4().hex, "bot": bot, "channel": channel, "external_id": external_id, "state": "bot"}
+        values = {"id": conversation_id or uuid.uuid4().hex, "bot": bot, "channel": channel, "external_id": external_id, "state": "bot"}
         values.update(metadata=dict(metadata or {}), last_seq=0, created_at=at, updated_at=at)
         statement = insert(_conversations).values(values).returning(*_conversations.c)
         row = await self._first("create a conversation", statement, write=True)

@@ -102,8 +102,12 @@ class ConversationStore(ABC):
         channel: str,
         external_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
     ) -> Conversation:
-        """Create a conversation in state ``bot`` with a new random URL-safe id."""
+        """Create a conversation in state ``bot`` with a new random URL-safe id, or with
+        ``conversation_id`` when the caller names it (``Bot.reply`` with an id not seen
+        before: 1 to 64 letters, digits, ``-`` or ``_``, else :class:`ValueError`).
+        Raises :class:`StoreError` when that id is taken."""
 
     @abstractmethod
     async def get_conversation(self, conversation_id: str) -> Conversation | None:

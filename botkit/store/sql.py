@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ _events = ProcessedEventRow.__table__
 C, M, F, E = _conversations.c, _messages.c, _feedback.c, _events.c
 
 DEFAULT_LEASE_S = 10.0
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class SQLConversationStore(ConversationStore):
@@ -136,15 +138,25 @@ class SQLConversationStore(ConversationStore):
     # -- conversations -------------------------------------------------------------------
 
     async def create_conversation(
-        self, *, bot: str, channel: str, external_id: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        *,
+        bot: str,
+        channel: str,
+        external_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         conversation_id: str | None = None,
     ) -> Conversation:
+        if conversation_id is not None and not _ID.fullmatch(conversation_id):
+            raise ValueError(f"a conversation id is 1 to 64 letters, digits, '-' or '_', got {conversation_id!r}")
         at = now()
-        values = {"id": conversation_id or uuid.uuid4().hex, "bot": bot, "channel": channel, "external_id": external_id, "state": "bot"}
-        values.update(metadata=dict(metadata or {}), last_seq=0, created_at=at, updated_at=at)
+        values = {"id": conversation_id or uuid.uuid4().hex, "bot": bot, "channel": channel, "state": "bot"}
+        values.update(external_id=external_id, metadata=dict(metadata or {}), last_seq=0, created_at=at, updated_at=at)
         statement = insert(_conversations).values(values).returning(*_conversations.c)
-        row = await self._first("create a conversation", statement, write=True)
-        assert row is not None
+        try:
+            async with self._unit("create a conversation", write=True, passthrough=(IntegrityError,)) as session:
+                row = (await session.execute(statement)).one()
+        except IntegrityError as exc:
+            raise StoreError(f"conversation id {values['id']!r} is already taken") from exc
         return to_conversation(row)
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:

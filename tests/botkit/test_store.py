@@ -28,6 +28,13 @@ async def test_create_get_and_find_conversation(store: SQLConversationStore) -> 
     assert created.created_at is not None and created.created_at.tzinfo is not None
     assert await store.get_conversation(created.id) == created
     assert await store.get_conversation("missing") is None
+    named_id = f"client-{uuid.uuid4().hex[:8]}"
+    named = await store.create_conversation(bot=bot, channel="web", conversation_id=named_id)
+    assert named.id == named_id and await store.get_conversation(named_id) == named
+    with pytest.raises(StoreError, match="already taken"):
+        await store.create_conversation(bot=bot, channel="web", conversation_id=named_id)
+    with pytest.raises(ValueError, match="conversation id"):
+        await store.create_conversation(bot=bot, channel="web", conversation_id="no spaces/slashes")
 
     assert await store.find_conversation(bot=bot, channel="slack", external_id="U1") == created
     assert await store.find_conversation(bot=bot, channel="web", external_id="U1") is None

@@ -22,6 +22,7 @@ from knowledge.types import Document, RawSource
 
 EXPECTED_SHAPE = 'a list of {"question": ..., "answer": ...} objects, or {"faq": [that list]}'
 _OPTIONAL = ("id", "url", "tags")
+_TOO_DEEP = f"nested too deeply to be an FAQ file; expected {EXPECTED_SHAPE}"
 
 
 def _cell(value: Any) -> str:
@@ -68,14 +69,17 @@ def _documents(raw: RawSource, rows: Iterable[tuple[int, Mapping[str, Any]]], un
 def parse_csv(raw: RawSource) -> list[Document]:
     """FAQ pairs from a CSV with question and answer columns."""
     text = decode_text(raw.data)
+    # Sniff only the delimiter, from the header line; quoting follows RFC 4180 (doubled
+    # quotes inside quoted fields), which the sniffer cannot infer from a header.
     try:
-        dialect: Any = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
+        delimiter = ","
+    reader = csv.reader(io.StringIO(text), csv.excel, delimiter=delimiter, strict=True)
     try:
-        table = list(csv.reader(io.StringIO(text), dialect))
+        table = list(reader)
     except csv.Error as exc:
-        raise SourceError(f"invalid CSV: {exc}") from exc
+        raise SourceError(f"invalid CSV at line {reader.line_num}: {exc}; check the quoting") from exc
     header = [_cell(column).lower() for column in table[0]]
     if "question" not in header or "answer" not in header:
         found = ", ".join(repr(column) for column in header if column) or "none"
@@ -109,6 +113,8 @@ def parse_json(raw: RawSource) -> list[Document]:
         data = json.loads(decode_text(raw.data))
     except json.JSONDecodeError as exc:
         raise SourceError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise SourceError(_TOO_DEEP) from exc
     return _documents(raw, _rows(_items(data)), "item")
 
 
@@ -121,4 +127,6 @@ def parse_yaml(raw: RawSource) -> list[Document]:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SourceError(f"invalid YAML{where}: {problem}") from exc
+    except RecursionError as exc:
+        raise SourceError(_TOO_DEEP) from exc
     return _documents(raw, _rows(_items(data)), "item")

@@ -85,6 +85,8 @@ def test_yaml_list_and_faq_object(tmp_path: Path, raw_file: Callable[..., RawSou
         ("numbers.json", "[1, 2, 3]", r"item 1 is not a question/answer object"),
         ("scalar.yaml", "just a string\n", r"not an FAQ file: expected .* found a str"),
         ("missing.json", '[{"question": "Q?"}]', r"item 1: the answer is empty"),
+        ("deep.json", "[" * 50_000 + "]" * 50_000, r"nested too deeply to be an FAQ file"),
+        ("quotes.csv", 'question,answer\n"unterminated,quote\n', r"invalid CSV at line 2: .*check the quoting"),
     ],
 )
 def test_bad_json_and_yaml_are_refused(
@@ -92,3 +94,11 @@ def test_bad_json_and_yaml_are_refused(
 ) -> None:
     with pytest.raises(SourceError, match=reason):
         _parse(tmp_path, raw_file, name, text)
+
+
+def test_csv_doubled_quotes_inside_quoted_fields(tmp_path: Path, raw_file: Callable[..., RawSource]) -> None:
+    """RFC 4180 quoting: a header without quotes must not make the parser forget "" escapes."""
+    text = 'id,question,answer\nreset,"How do I reset my ""password""?","Click ""Forgot password?"" on the login page."\n'
+    (doc,) = _parse(tmp_path, raw_file, "faq.csv", text)
+    assert doc.title == 'How do I reset my "password"?'
+    assert doc.text == 'Click "Forgot password?" on the login page.'

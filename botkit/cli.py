@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "botkit.commands.init",
     "botkit.commands.knowledge",
     "botkit.commands.db",
+    "botkit.commands.serve",
+    "botkit.commands.keys",
 )
 
 for _name in COMMAND_MODULES:

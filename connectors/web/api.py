@@ -4,6 +4,7 @@ lines: auth and limits are dependencies (:mod:`.deps`), translation is :mod:`.se
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 from importlib import resources
 from typing import Annotated, Any
@@ -34,7 +35,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 @api.get("/widget/config", response_model=p.WidgetConfig, tags=["widget"])
 async def widget_config(state: State) -> p.WidgetConfig:
     """Display settings for the widget (from bot.yaml's ``web:`` section)."""
-    web = state.bot.config.web
+    web = state.settings
     return p.WidgetConfig(name=state.bot.name, title=web.title, greeting=web.greeting,
                           primary_color=web.primary_color, position=web.position,
                           max_message_chars=state.max_message_chars)
@@ -123,8 +124,7 @@ async def readyz(state: State) -> Any:
 @pages.get("/")
 async def demo_page(state: State) -> HTMLResponse:
     """A demo help-centre page with the widget on it."""
-    template = (STATIC / "demo.html").read_text(encoding="utf-8")
-    page = template.replace("{{BOT_KEY}}", html.escape(state.public_key, quote=True)).replace(
+    page = _demo_template().replace("{{BOT_KEY}}", html.escape(state.public_key, quote=True)).replace(
         "{{BOT_NAME}}", html.escape(state.bot.name))
     return HTMLResponse(page)
 
@@ -134,6 +134,11 @@ async def widget_js() -> Response:
     """The embeddable widget (plain JavaScript, no build step)."""
     return FileResponse(str(STATIC / "widget.js"), media_type="text/javascript; charset=utf-8",
                         headers={"Cache-Control": "public, max-age=300"})
+
+
+@functools.lru_cache(maxsize=1)
+def _demo_template() -> str:
+    return (STATIC / "demo.html").read_text(encoding="utf-8")
 
 
 def _as_dict(report: Any) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import botkit
 from botkit.bot import Bot
+from botkit.config import WebSettings
 from botkit.errors import BotkitError, InvalidMessage
 from connectors.web import api, openai_compat, service
 from connectors.web.deps import WebState
@@ -45,18 +46,21 @@ _OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 404: "in
 _OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 
 
-def create_app(bot: Bot, *, owns_bot: bool = True, ingest_on_start: bool = False) -> FastAPI:
+def create_app(
+    bot: Bot, *, settings: WebSettings | None = None, owns_bot: bool = True, ingest_on_start: bool = False
+) -> FastAPI:
     """Build the web app for ``bot``: API, SSE, OpenAI-compatible API, widget and demo page.
 
-    With ``owns_bot`` the app's lifespan starts the bot (and ingests when the index is
-    empty or stale, if ``ingest_on_start``) and closes it at shutdown; otherwise the
-    caller does. Reads the server secret (creating ``<data_dir>/secret.key`` if needed).
+    ``settings`` replaces the bot's ``web:`` section (tests, embedding apps). With
+    ``owns_bot`` the app's lifespan starts the bot (and ingests when the index is empty
+    or stale, if ``ingest_on_start``) and closes it at shutdown; otherwise the caller
+    does. Reads the server secret (creating ``<data_dir>/secret.key`` if needed).
     """
-    config = bot.config
-    web = config.web
+    web = settings or bot.config.web
+    config = bot.config.model_copy(update={"web": web})
     secret = load_secret(config)
     state = WebState(
-        bot=bot, tokens=ConversationTokens(secret), public_key=public_key(config, secret),
+        bot=bot, settings=web, tokens=ConversationTokens(secret), public_key=public_key(config, secret),
         origins=OriginPolicy(web.allowed_origins), ip_limiter=RateLimiter(web.rate_limit_per_minute),
         conversation_limiter=RateLimiter(web.conversation_rate_limit_per_minute),
         max_message_chars=config.limits.max_message_chars,

@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from botkit.bot import Bot
+from botkit.config import WebSettings
 from botkit.keys import ApiKey, ApiKeys
 from connectors.web.security import ConversationTokens, OriginPolicy, RateLimiter, check_key
 
@@ -19,6 +20,7 @@ class WebState:
     """Everything the routes need, built once by :func:`connectors.web.app.create_app`."""
 
     bot: Bot
+    settings: WebSettings
     tokens: ConversationTokens
     public_key: str
     origins: OriginPolicy

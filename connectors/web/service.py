@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,12 @@ def event_frame(event: ReplyEvent) -> bytes:
 
 
 _END = object()
+log = logging.getLogger("botkit.web")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a streamed turn failed", exc_info=task.exception())
 
 
 class DetachedStream:
@@ -162,6 +169,7 @@ class DetachedStream:
         self._task = asyncio.create_task(self._pump())
         tasks.add(self._task)
         self._task.add_done_callback(tasks.discard)
+        self._task.add_done_callback(_log_failure)
         self._first: Any = None
 
     async def _pump(self) -> None:

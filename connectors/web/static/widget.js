@@ -56,8 +56,10 @@
     ".sources ol{margin:2px 0 0;padding-left:18px}",
     ".actions{display:flex;gap:6px;margin-top:6px}",
     ".actions button,.retry{border:1px solid #d1d5db;background:var(--bk-bg);border-radius:8px;cursor:pointer;",
-    "padding:2px 8px;font:inherit;font-size:14px}",
+    "padding:3px 8px;font:inherit;font-size:14px;color:var(--bk-muted);line-height:0}",
+    ".actions svg{width:16px;height:16px;fill:currentColor}.retry{line-height:1.4}",
     ".actions button[aria-pressed=true]{background:var(--bk-primary);border-color:var(--bk-primary);color:#fff}",
+    ".actions button:not([aria-pressed=true]):hover{border-color:var(--bk-primary);color:var(--bk-primary)}",
     ".typing::after{content:'\u2026';animation:bk 1s infinite}@keyframes bk{50%{opacity:.3}}",
     "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e7eb;background:var(--bk-bg)}",
     "textarea{flex:1;resize:none;border:1px solid #d1d5db;border-radius:10px;padding:8px 10px;font:inherit;",
@@ -80,6 +82,18 @@
     });
     (children || []).forEach(function (child) { if (child) node.appendChild(child); });
     return node;
+  }
+
+  var ICON_CHAT = "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8l-4 4V6a2 2 0 0 1 2-2z";
+  var ICON_UP = "M2 10h4v11H2zM8 21h9.3a2 2 0 0 0 2-1.6l1.6-7.6A2 2 0 0 0 19 9.4h-5.6l.9-4.3a1.6 1.6 0 0 0-2.8-1.3L8 9z";
+  var ICON_DOWN = "M22 14h-4V3h4zM16 3H6.7a2 2 0 0 0-2 1.6L3.1 12.2A2 2 0 0 0 5 14.6h5.6l-.9 4.3a1.6 1.6 0 0 0 2.8 1.3L16 15z";
+
+  function svgIcon(d) {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg"), path = document.createElementNS(ns, "path");
+    svg.setAttribute("viewBox", "0 0 24 24"); svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false"); path.setAttribute("d", d); svg.appendChild(path);
+    return svg;
   }
 
   function safeUrl(value) {
@@ -168,13 +182,8 @@
   } else {
     root.appendChild(el("style", { text: CSS }));
   }
-  var icon = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  icon.setAttribute("viewBox", "0 0 24 24"); icon.setAttribute("aria-hidden", "true");
-  var path = document.createElementNS("http://www.w3.org/2000/svg", "path");
-  path.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8l-4 4V6a2 2 0 0 1 2-2z");
-  icon.appendChild(path);
   var launcher = el("button", { type: "button", className: "launcher", "aria-label": "Open chat",
-    "aria-expanded": "false", "aria-controls": "bk-panel" }, [icon]);
+    "aria-expanded": "false", "aria-controls": "bk-panel" }, [svgIcon(ICON_CHAT)]);
   var title = el("h2", { id: "bk-title", text: options.title || "Support" });
   var human = el("button", { type: "button", className: "human", text: "Talk to a human" });
   var close = el("button", { type: "button", className: "close", "aria-label": "Close chat", text: "\u00d7" });
@@ -220,8 +229,8 @@
   }
 
   function feedbackButtons(messageId) {
-    var up = el("button", { type: "button", "aria-label": "Helpful", "aria-pressed": "false", text: "\ud83d\udc4d" });
-    var down = el("button", { type: "button", "aria-label": "Not helpful", "aria-pressed": "false", text: "\ud83d\udc4e" });
+    var up = el("button", { type: "button", "aria-label": "Helpful", "aria-pressed": "false" }, [svgIcon(ICON_UP)]);
+    var down = el("button", { type: "button", "aria-label": "Not helpful", "aria-pressed": "false" }, [svgIcon(ICON_DOWN)]);
     function rate(button, other, rating) {
       return function () {
         button.setAttribute("aria-pressed", "true"); other.setAttribute("aria-pressed", "false");
@@ -310,7 +319,11 @@
       return readEvents(res, function (name, payload) {
         var body = node.querySelector(".body");
         if (name === "delta") { streamed += payload.text; body.className = "body"; body.textContent = streamed; scroll(); }
-        else if (name === "done") { finished = true; fill(node, payload); handoff = handoff || payload.handoff; }
+        else if (name === "done") {
+          finished = true; handoff = handoff || payload.handoff;
+          if (payload.text) fill(node, payload);
+          else { node.className = "msg system"; body.className = "body"; body.textContent = "Your message was passed to our support team."; }
+        }
         else if (name === "error") { throw new Error(payload.error && payload.error.message || "The answer failed."); }
       });
     }).then(function () {

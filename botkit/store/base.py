@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 ConversationState = Literal["bot", "handoff", "closed"]
 """``bot``: the bot answers; ``handoff``: a human holds it; ``closed``: finished."""
@@ -23,6 +23,8 @@ STATES: tuple[ConversationState, ...] = ("bot", "handoff", "closed")
 Role = Literal["user", "assistant", "system", "agent"]
 """Who wrote a message: the end user, the bot, botkit itself, or a human agent."""
 ROLES: tuple[Role, ...] = ("user", "assistant", "system", "agent")
+
+_Store = TypeVar("_Store", bound="ConversationStore")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ConversationStore(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every connection. Idempotent."""
 
-    async def __aenter__(self) -> ConversationStore:
+    async def __aenter__(self: _Store) -> _Store:
         await self.open()
         return self
 

@@ -25,8 +25,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from typing import cast
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import Table, delete, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -38,7 +39,7 @@ from botkit.store.models import TurnLockRow
 
 log = logging.getLogger("botkit.store")
 
-_turn_locks = TurnLockRow.__table__
+_turn_locks = cast(Table, TurnLockRow.__table__)
 _FIRST_POLL_S = 0.01
 _MAX_POLL_S = 0.1
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
@@ -227,7 +228,7 @@ class LeaseLock:
             await connection.execution_options(**{WRITE: True})
             async with connection.begin():
                 result = await connection.execute(statement)
-                return int(result.rowcount)  # type: ignore[attr-defined]
+                return int(result.rowcount)
 
 
 class TurnLocks:

@@ -6,9 +6,9 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Executable, Row, func, insert, select, update
+from sqlalchemy import Executable, Row, Table, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -21,10 +21,10 @@ from botkit.store.models import ConversationRow, FeedbackRow, MessageRow, Proces
 from botkit.store.rows import json_object, now, to_conversation, to_feedback, to_message
 from botkit.store.urls import is_sqlite, normalize_database_url
 
-_conversations = ConversationRow.__table__
-_messages = MessageRow.__table__
-_feedback = FeedbackRow.__table__
-_events = ProcessedEventRow.__table__
+_conversations = cast(Table, ConversationRow.__table__)
+_messages = cast(Table, MessageRow.__table__)
+_feedback = cast(Table, FeedbackRow.__table__)
+_events = cast(Table, ProcessedEventRow.__table__)
 C, M, F, E = _conversations.c, _messages.c, _feedback.c, _events.c
 
 DEFAULT_LEASE_S = 10.0
@@ -83,15 +83,17 @@ class SQLConversationStore(ConversationStore):
         if self._sessions is not None:
             return
         sessions = self._given if isinstance(self._given, async_sessionmaker) else None
-        engine = sessions.kw.get("bind") if sessions is not None else self._given
-        if sessions is not None and not isinstance(engine, AsyncEngine):
+        bound = sessions.kw.get("bind") if sessions is not None else self._given
+        if bound is not None and not isinstance(bound, AsyncEngine):
             raise ConfigError("the async_sessionmaker given to SQLConversationStore must be bound to an AsyncEngine")
-        if engine is None:
+        if bound is None:
             assert self._url is not None
             async with translating("open the conversation store", self._url):
                 engine = create_engine(self._url)  # creates the SQLite file's folder
-        elif is_sqlite(engine.url):
-            install_sqlite_hooks(engine)
+        else:
+            engine = bound
+            if is_sqlite(engine.url):
+                install_sqlite_hooks(engine)
         try:
             if self._migrate:
                 from botkit.store.migrate import ensure_schema
@@ -149,8 +151,9 @@ class SQLConversationStore(ConversationStore):
         if conversation_id is not None and not _ID.fullmatch(conversation_id):
             raise ValueError(f"a conversation id is 1 to 64 letters, digits, '-' or '_', got {conversation_id!r}")
         at = now()
-        values = {"id": conversation_id or uuid.uuid4().hex, "bot": bot, "channel": channel, "state": "bot"}
-        values.update(external_id=external_id, metadata=dict(metadata or {}), last_seq=0, created_at=at, updated_at=at)
+        values: dict[str, Any] = {"id": conversation_id or uuid.uuid4().hex, "bot": bot, "channel": channel}
+        values.update(state="bot", external_id=external_id, metadata=dict(metadata or {}), last_seq=0)
+        values.update(created_at=at, updated_at=at)
         statement = insert(_conversations).values(values).returning(*_conversations.c)
         try:
             async with self._unit("create a conversation", write=True, passthrough=(IntegrityError,)) as session:
@@ -297,7 +300,7 @@ class SQLConversationStore(ConversationStore):
                     raise StoreError(f"message {message_id} is not part of conversation {conversation_id!r}")
             elif await session.scalar(select(C.id).where(C.id == conversation_id)) is None:
                 raise _no_conversation(conversation_id)
-            values = {"conversation_id": conversation_id, "message_id": message_id, "rating": rating}
+            values: dict[str, Any] = {"conversation_id": conversation_id, "message_id": message_id, "rating": rating}
             values.update(comment=comment, created_at=now())
             statement = insert(_feedback).values(values).returning(*_feedback.c)
             return to_feedback((await session.execute(statement)).one())

@@ -94,3 +94,27 @@ async def test_bugs_are_store_errors_not_outages(store: SQLConversationStore) ->
     assert type(caught.value) is StoreError
     assert "probe the store failed" in str(caught.value) and "no_such_table" in str(caught.value)
     assert not is_unavailable(caught.value.__cause__)  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+async def test_store_recovers_after_postgres_drops_its_connections(postgres_url: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    async with SQLConversationStore(postgres_url) as store:
+        conversation = await store.create_conversation(bot="b", channel="web")
+        async with store.turn_lock(conversation.id, timeout=5):  # warm the locks' pool too
+            pass
+        # What a server restart does to the pool: every connection is cut.
+        admin = await asyncpg.connect(make_url(postgres_url).render_as_string(hide_password=False))
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert await store.get_conversation(conversation.id) == conversation  # pool_pre_ping reconnects
+        async with store.turn_lock(conversation.id, timeout=5):
+            await store.add_user_message(conversation.id, "still here")
+        assert await store.count_messages(conversation.id) == 1

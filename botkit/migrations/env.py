@@ -3,7 +3,8 @@
 botkit runs migrations programmatically (:mod:`botkit.store.migrate`): it passes an open
 connection, already inside the transaction it owns, in ``config.attributes["connection"]``.
 From the ``alembic`` command line (developers), the database comes from ``-x url=...`` or
-``sqlalchemy.url``; see ``alembic.ini``.
+``sqlalchemy.url``; see ``alembic.ini``. Autogenerate compares the tables registered on
+``botkit.store.models.Base.metadata``: import the module that defines a new table below.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _only_known_tables(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
+    """Autogenerate never proposes dropping a table whose model was not imported here."""
+    return not (kind == "table" and reflected and compare_to is None)
+
+
 def _configure_and_run(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -26,6 +32,7 @@ def _configure_and_run(connection: Connection) -> None:
         version_table=VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=_only_known_tables,
     )
     with context.begin_transaction():
         context.run_migrations()

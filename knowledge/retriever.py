@@ -12,11 +12,18 @@ Whatever the mode, :attr:`Passage.score` is the chunk's cosine similarity to the
 passages under ``knowledge.score_threshold`` are dropped. A threshold therefore means the
 same in every mode, and "nothing relevant" is an empty list. The order is the mode's own
 (the fused order for hybrid).
+
+One exception to the threshold: a lexical hit that contains, as a word, an *identifier*
+of the query (a word of three or more characters with a digit in it: an error code, a
+SKU, a version such as ``E42``, ``74937-H``, ``2.4.1``) is kept under the threshold.
+Sentence embeddings cannot represent such codes (a bare part number scores about 0.1–0.3
+against its own spare-part page), and an exact match on one is strong evidence.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -32,6 +39,8 @@ Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "lexical")
 RRF_K = 60
 FILTER_KEYS = ("source", "kind", "origin")
+# A code-like word: starts and ends with a letter or digit, may hold . - / _ inside.
+_CODE = re.compile(r"[^\W_](?:[\w./-]*[^\W_])?")
 
 
 class Retriever:
@@ -117,11 +126,14 @@ class Retriever:
             similarity = float(np.dot(vector, chunk.embedding)) if chunk.embedding is not None else 0.0
             found[chunk.id] = StoredChunk(id=chunk.id, text=chunk.text, metadata=chunk.metadata, similarity=similarity)
 
+        identifiers = identifiers_of(query_text) if lexical_ranks else set()
         passages: list[Passage] = []
         seen: set[str] = set()
         for cid in order:
             chunk = found.get(cid)
-            if chunk is None or (chunk.similarity or 0.0) < threshold:
+            if chunk is None:
+                continue
+            if (chunk.similarity or 0.0) < threshold and not (cid in lexical_ranks and _mentions(chunk, identifiers)):
                 continue
             key = _dedupe_key(chunk)
             if key in seen:
@@ -153,6 +165,18 @@ class Retriever:
         if not clauses:
             return {}
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def identifiers_of(text: str | None) -> set[str]:
+    """Words of ``text`` that look like codes: three or more characters, at least one digit."""
+    return {w.casefold() for w in _CODE.findall(text or "") if len(w) >= 3 and any(ch.isdigit() for ch in w)}
+
+
+def _mentions(chunk: StoredChunk, identifiers: set[str]) -> bool:
+    if not identifiers:
+        return False
+    words = {w.casefold() for w in _CODE.findall(f"{chunk.field('title')} {chunk.field('section')} {chunk.text}")}
+    return not identifiers.isdisjoint(words)
 
 
 def _keep(chunk: StoredChunk, filters: Mapping[str, Any]) -> bool:

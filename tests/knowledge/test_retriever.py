@@ -1,0 +1,184 @@
+"""Retrieval: vector, lexical (FTS5 BM25) and hybrid (RRF) search, threshold, filters."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures_index import CORPUS, UNRELATED_QUERIES, embedder, make_bot, open_kb  # noqa: F401
+
+from knowledge.embeddings import SentenceTransformerEmbedder
+from knowledge.index import KnowledgeBase
+from knowledge.lexical import cjk_bigrams, match_expression
+from knowledge.query import contextualize, is_follow_up
+from knowledge.retriever import RRF_K, _fuse, identifiers_of
+from knowledge.store import StoredChunk
+
+_rng = random.Random(7)
+PARTS = ["brew group", "drip tray", "water tank lid", "steam wand tip", "grinder burr set", "portafilter basket",
+         "tamper", "milk jug", "descaling kit", "water filter", "power cord", "bean hopper"]
+SKUS = [f"{_rng.randint(10000, 99999)}-{_rng.choice('ABCDEFGH')}" for _ in PARTS]
+SPARE_PARTS = "# Spare parts\n\n" + "".join(
+    f"## {part.title()}\n\nSpare part {part}: order number {sku}, fits the Brewmaster 300 and 500.\n\n"
+    for part, sku in zip(PARTS, SKUS)
+)
+FILES = {
+    **CORPUS,
+    "shop/spare-parts.md": SPARE_PARTS,
+    "zh/reset-password.md": "# 重置密码\n\n在登录页面点击“忘记密码”，然后按照邮件中的链接操作。链接一小时内有效。\n",
+    "more/faq-copy.csv": "question,answer\nHow long is the warranty?,Two years for manufacturing defects.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Iterator[KnowledgeBase]:
+    bot = make_bot(tmp_path_factory.mktemp("retriever"), FILES)
+    opened = open_kb(bot, embedder)
+    report = opened.ingest()
+    assert not report.failed and report.added == len(FILES)
+    yield opened
+    opened.close()
+
+
+def sources(passages: list) -> list[str]:
+    return [p.source for p in passages]
+
+
+def test_finds_the_answer_in_every_mode(kb: KnowledgeBase) -> None:
+    query = "how do I descale my espresso machine"
+    qvec = kb.embedder.embed_query(query)
+    for mode in ("hybrid", "vector", "lexical"):
+        passages = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode)
+        assert passages and passages[0].source == "machines/descaling.md", mode
+        assert passages[0].score > 0.5 and passages[0].vector_score == passages[0].score
+
+
+def test_exact_product_code_is_found_by_lexical_when_vector_misses_it(kb: KnowledgeBase) -> None:
+    """Bare part numbers mean little to the embedding model; BM25 matches them exactly."""
+    vector_misses = 0
+    queries = [f"do you sell {sku}" for sku in SKUS]
+    for part, query, qvec in zip(PARTS, queries, kb.embedder.embed(queries)):
+        vector = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode="vector", k=1, threshold=0.0)
+        vector_misses += part.title() not in vector[0].section
+        hybrid = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode="hybrid", k=3)
+        assert hybrid and hybrid[0].section == part.title(), (query, [(p.section, p.score) for p in hybrid])
+        assert hybrid[0].lexical_rank == 1
+    assert vector_misses >= 3  # the premise: vector search alone gets many of these wrong
+
+
+def test_hybrid_order_is_reciprocal_rank_fusion() -> None:
+    def hit(cid: str) -> StoredChunk:
+        return StoredChunk(id=cid, text="", metadata={}, similarity=0.5)
+
+    vector_hits = [hit("a"), hit("b"), hit("c")]
+    lexical = {"c": 1, "d": 2, "a": 3}
+    order = _fuse(vector_hits, lexical, "hybrid")
+    fused = {"a": 1 / (RRF_K + 1) + 1 / (RRF_K + 3), "b": 1 / (RRF_K + 2), "c": 1 / (RRF_K + 3) + 1 / (RRF_K + 1),
+             "d": 1 / (RRF_K + 2)}
+    assert order == sorted(fused, key=lambda cid: (-fused[cid], ["a", "b", "c"].index(cid) if cid in "abc" else 9))
+    assert order[:2] == ["a", "c"] and _fuse(vector_hits, lexical, "lexical") == ["c", "d", "a"]
+
+
+def test_score_is_cosine_similarity_in_every_mode(kb: KnowledgeBase) -> None:
+    query = "which payment methods do you accept"
+    qvec = kb.embedder.embed_query(query)
+    scores = {}
+    for mode in ("hybrid", "vector", "lexical"):
+        for passage in kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, threshold=0.0):
+            scores.setdefault(passage.chunk_id, set()).add(round(passage.score, 4))
+    assert scores and all(len(values) == 1 for values in scores.values())
+
+
+def best_scores(kb: KnowledgeBase, queries: list[str]) -> list[float]:
+    """The best passage's cosine similarity for each query (vector search, no threshold)."""
+    return [
+        kb.retriever.retrieve_by_vector(v, mode="vector", k=1, threshold=0.0)[0].score
+        for v in kb.embedder.embed(queries)
+    ]
+
+
+def test_unrelated_questions_retrieve_nothing(kb: KnowledgeBase) -> None:
+    for query, qvec in zip(UNRELATED_QUERIES, kb.embedder.embed(UNRELATED_QUERIES)):
+        for mode in ("hybrid", "vector", "lexical"):
+            assert kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode) == [], (query, mode)
+
+
+def test_default_threshold_separates_related_from_unrelated(kb: KnowledgeBase) -> None:
+    """The documented basis of knowledge.score_threshold, on this generic corpus."""
+    related = ["can I return an item", "machine shows E17", "do gift cards expire", "when is support open",
+               "which grind size for espresso", "how long does shipping to Canada take", "I forgot my password"]
+    best_related, best_unrelated = best_scores(kb, related), best_scores(kb, UNRELATED_QUERIES)
+    threshold = kb.settings.score_threshold
+    assert max(best_unrelated) < threshold < min(best_related)
+
+
+def test_source_prefix_and_kind_filters(kb: KnowledgeBase) -> None:
+    query = "how long is the warranty and can I return things"
+    shop = kb.retriever.retrieve(query, filters={"source": "shop/"}, threshold=0.0)
+    assert shop and all(s.startswith("shop/") for s in sources(shop))
+    faq = kb.retriever.retrieve(query, filters={"kind": "faq"}, threshold=0.0)
+    assert faq and all(p.kind == "faq" for p in faq)
+    one = kb.retriever.retrieve(query, filters={"source": "faq.csv#warranty"}, threshold=0.0)
+    assert sources(one) == ["faq.csv#warranty"]
+    assert kb.retriever.retrieve(query, filters={"source": "nowhere/"}) == []
+    with pytest.raises(ValueError, match="known filters"):
+        kb.retriever.retrieve(query, filters={"colour": "red"})
+
+
+def test_the_same_faq_pair_is_returned_once(kb: KnowledgeBase) -> None:
+    passages = kb.retriever.retrieve("How long is the warranty?", k=5, threshold=0.0)
+    questions = [p.title for p in passages if p.kind == "faq"]
+    assert questions.count("How long is the warranty?") == 1
+    assert passages[0].kind == "faq" and passages[0].metadata["answer"]
+
+
+def test_chinese_query_matches_through_cjk_bigrams(kb: KnowledgeBase) -> None:
+    assert cjk_bigrams("重置密码") == " 重置 置密 密码 "
+    passages = kb.retriever.retrieve("如何重置密码", mode="lexical", threshold=0.0)
+    assert sources(passages)[:1] == ["zh/reset-password.md"]
+
+
+def test_retrieve_by_vector_matches_retrieve(kb: KnowledgeBase) -> None:
+    query = "the grinder is jammed"
+    vector = kb.embedder.embed_query(query)
+    direct = kb.retriever.retrieve(query)
+    by_vector = kb.retriever.retrieve_by_vector(vector, query_text=query)
+    assert [p.chunk_id for p in direct] == [p.chunk_id for p in by_vector]
+    assert kb.retriever.retrieve_by_vector(vector)[0].source == "machines/error-codes.md"  # vector-only without text
+
+
+def test_user_text_is_never_fts_syntax(kb: KnowledgeBase) -> None:
+    for nasty in ['"unbalanced', "NEAR(a b)", "a* OR -b", "title:x", "'; DROP TABLE chunks_fts; --", "()", "^"]:
+        kb.lexical.search(nasty, k=5)  # no sqlite error
+    assert kb.retriever.retrieve("NEAR(refund) OR title:*", mode="lexical", threshold=0)[0].source == "shop/returns.md"
+    assert match_expression("foo* OR title:x") == '"foo" OR "title" OR "x"'
+    assert match_expression("?!") is None
+    assert kb.retriever.retrieve("   ") == []
+
+
+def test_identifiers_are_code_like_words() -> None:
+    assert identifiers_of("error E42 after firmware 2.4.1, part 74937-H, in 30 days") == {"e42", "2.4.1", "74937-h"}
+
+
+@pytest.mark.parametrize(
+    ("question", "history", "expected"),
+    [
+        ("and for the annual plan?", ["How much does Pro cost?"], "How much does Pro cost? and for the annual plan?"),
+        ("Can I export it?", ["How do I create a board?"], "How do I create a board? Can I export it?"),
+        ("How do I set up single sign-on with Okta for my team?", ["How much does Pro cost?"],
+         "How do I set up single sign-on with Okta for my team?"),
+        ("那年付呢？", ["专业版多少钱？"], "专业版多少钱？ 那年付呢？"),
+        ("what about Android?", ["Does the app work offline?", "and on iOS?"],
+         "Does the app work offline? and on iOS? what about Android?"),
+        ("How do I reset my password?", [], "How do I reset my password?"),
+    ],
+)
+def test_contextualize_prepends_history_for_follow_ups(question: str, history: list[str], expected: str) -> None:
+    assert contextualize(question, history) == expected
+
+
+def test_standalone_questions_are_not_follow_ups() -> None:
+    assert not is_follow_up("Which payment methods do you accept for annual invoices?")
+    assert is_follow_up("and Slack?")

@@ -73,9 +73,9 @@ class Bot:
     def store(self) -> ConversationStore:
         """The conversation store (open after :meth:`start`)."""
         if self._store is None:
-            from botkit.store import open_store_for
+            from botkit.store import SQLConversationStore
 
-            self._store = open_store_for(self.config)
+            self._store = SQLConversationStore.from_config(self.config)
         return self._store
 
     @property
@@ -95,7 +95,10 @@ class Bot:
         """The backend fallback chain."""
         if self._router is None:
             backends = self._backends
-            self._router = Router.from_backends(backends, self.config) if backends else Router.from_config(self.config)
+            if backends:
+                self._router = Router(backends, turn_timeout=self.config.limits.turn_timeout_s)
+            else:
+                self._router = Router.from_config(self.config)
         return self._router
 
     async def start(self) -> None:
@@ -105,11 +108,13 @@ class Bot:
                 return
             router = self.router  # config errors surface before any I/O
             await self.store.open()
+            knowledge = await asyncio.to_thread(lambda: self.knowledge)
+            classifier = await asyncio.to_thread(_load_classifier, self.config)
             manager = DialogueManager(
-                config=self.config, store=self.store, retriever=self.knowledge.retriever, router=router,
-                policy=EscalationPolicy(self.config.escalation, classifier=_load_classifier(self.config)),
+                config=self.config, store=self.store, retriever=knowledge.retriever, router=router,
+                policy=EscalationPolicy(self.config.escalation, classifier=classifier),
             )
-            await asyncio.to_thread(self.knowledge.warm)
+            await asyncio.to_thread(knowledge.embedder.embed, ["warm-up"])  # load the model before the first turn
             self._manager = manager
 
     async def aclose(self) -> None:
@@ -118,6 +123,9 @@ class Bot:
             await self._router.aclose()
         if self._store is not None:
             await self._store.close()
+        if self._knowledge is not None:
+            self._knowledge.close()
+            self._knowledge = None
         self._manager = None
 
     async def __aenter__(self) -> Bot:

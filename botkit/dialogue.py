@@ -18,7 +18,7 @@ from typing import Protocol
 
 from botkit.backends.base import Completion, Done, TextDelta
 from botkit.config import BotConfig
-from botkit.errors import BackendError, InvalidMessage
+from botkit.errors import BackendError, InvalidMessage, StoreError
 from botkit.messages import Citation, IncomingMessage, Reply, ReplyCitations, ReplyDelta, ReplyDone, ReplyEvent
 from botkit.policy import Decision, EscalationPolicy
 from botkit.prompt import HistoryTurn, build_prompt, leaks_instructions
@@ -45,6 +45,8 @@ FAILURE_TEXT = (
 LEAK_TEXT = "Sorry, I can't share that. Is there something about our product I can help you with?"
 HANDOFF_WAITING_TEXT = ""
 _CITE = re.compile(r"\[(\d{1,2})\]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONVERSATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _CONTROL = {c for c in map(chr, range(32)) if c not in "\n\t"} | {"\x7f"}
 
 
@@ -66,20 +68,12 @@ def clean_text(text: object, *, max_chars: int) -> str:
         raise InvalidMessage("text: must be a string")
     if len(text) > max_chars:
         raise InvalidMessage(f"text: the message is {len(text)} characters long; the limit is {max_chars} (limits.max_message_chars)")
-    text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
+    text = _SURROGATE.sub("\ufffd", text)
     text = "".join(ch for ch in text if ch not in _CONTROL)
     text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise InvalidMessage("text: the message is empty")
     return text
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def citations_for(completion: Completion, passages: Sequence[Passage]) -> list[Citation]:
@@ -146,13 +140,23 @@ class DialogueManager:
         """Find or start the conversation a message belongs to."""
         store, bot = self.store, self.config.name
         if incoming.conversation_id:
+            if not _CONVERSATION_ID.fullmatch(incoming.conversation_id):
+                raise InvalidMessage(
+                    "conversation_id: use 1 to 64 letters, digits, '.', '_', ':' or '-'"
+                )
             found = await store.get_conversation(incoming.conversation_id)
             if found is not None:
                 return found
-            return await store.create_conversation(
-                bot=bot, channel=incoming.channel, external_id=incoming.external_id,
-                metadata=incoming.metadata or None, conversation_id=incoming.conversation_id,
-            )
+            try:
+                return await store.create_conversation(
+                    bot=bot, channel=incoming.channel, external_id=incoming.external_id,
+                    metadata=incoming.metadata or None, conversation_id=incoming.conversation_id,
+                )
+            except StoreError:  # started by a concurrent turn with the same new id
+                found = await store.get_conversation(incoming.conversation_id)
+                if found is None:
+                    raise
+                return found
         if incoming.external_id:
             found = await store.find_conversation(bot=bot, channel=incoming.channel, external_id=incoming.external_id)
             if found is not None:
@@ -213,7 +217,7 @@ class DialogueManager:
             async for event in self._abstain(conversation, user, started):
                 yield event
             return
-        backend = self.router.primary
+        backend = self.router.backends[0]
         prompt = build_prompt(
             persona=self.config.persona,
             question=text,

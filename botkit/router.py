@@ -200,8 +200,8 @@ class Router:
                 while True:
                     try:
                         event = await asyncio.wait_for(events.__anext__(), max(0.0, attempt_deadline - time.monotonic()))
-                    except StopAsyncIteration:
-                        raise backend_error(BackendError, f"{slot.name}: stream ended without Done", retryable=False)
+                    except StopAsyncIteration as exc:
+                        raise backend_error(BackendError, f"{slot.name}: stream ended without Done", retryable=False) from exc
                     if isinstance(event, Done):
                         slot.breaker.record_success()  # before yielding: the caller may stop at Done
                         yield event
@@ -218,7 +218,9 @@ class Router:
                 slot.breaker.release()
                 raise
             finally:
-                await events.aclose()
+                aclose = getattr(events, "aclose", None)  # async generators have it
+                if aclose is not None:
+                    await aclose()
         raise AllBackendsFailed(attempts)
 
     def _admit(self, slot: _Slot, turn_deadline: float, attempts: list[Attempt]) -> float | None:

@@ -183,7 +183,7 @@ class Backend(ABC):
         """
         return approx_tokens(text)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook with a default
         """Release clients and connections. Idempotent; the default does nothing."""
 
     def __repr__(self) -> str:

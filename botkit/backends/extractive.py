@@ -41,9 +41,12 @@ class ExtractiveOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_overlap: float = Field(0.34, ge=0.0, le=1.0, description="Share of the question's weighted words a passage must contain.")
+    min_overlap: float = Field(
+        0.34, ge=0.0, le=1.0, description="Share of the question's weighted words a passage must contain."
+    )
     min_vector_score: float | None = Field(
-        0.5, ge=0.0, le=1.0, description="Vector similarity at which a passage counts as relevant without shared words; None: never.",
+        0.5, ge=0.0, le=1.0,
+        description="Vector similarity at which a passage counts as relevant without shared words; None: never.",
     )
     candidates: int = Field(3, ge=1, le=20, description="Top retrieved passages considered.")
     max_passages: int = Field(2, ge=1, le=5, description="Articles an answer may draw from.")
@@ -168,8 +171,8 @@ class ExtractiveBackend(Backend):
 
 
 def _trim_list(unit: _text.Unit, limit: int) -> _text.Unit:
-    lines, kept = unit.text.split("\n"), []
-    for line in lines:
+    kept: list[str] = []
+    for line in unit.text.split("\n"):
         if kept and sum(len(k) + 1 for k in kept) + len(line) > limit:
             break
         kept.append(line)

@@ -19,13 +19,22 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from botkit.backends.base import (
-    Backend, Completion, Done, Prompt, StreamEvent, TextDelta, Usage, backend_error, estimate_prompt_tokens,
+    Backend,
+    Completion,
+    Done,
+    Prompt,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    backend_error,
+    estimate_prompt_tokens,
     parse_citations,
 )
 from botkit.errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
@@ -57,6 +66,8 @@ class LangChainBackend(Backend):
         """``ainvoke`` within ``timeout``; usage from ``usage_metadata`` when reported."""
         try:
             message = await asyncio.wait_for(self.chat_model.ainvoke(_to_langchain(prompt)), timeout)
+        except BackendError:
+            raise
         except Exception as exc:  # the boundary: any integration's error becomes a BackendError
             raise self._translate(exc, timeout) from exc
         text = _text_of(message.content)
@@ -84,6 +95,8 @@ class LangChainBackend(Backend):
                 if piece:
                     parts.append(piece)
                     yield TextDelta(piece)
+        except BackendError:
+            raise
         except Exception as exc:  # the boundary, as in generate
             error = self._translate(exc, timeout)
             error.partial_text = "".join(parts)  # type: ignore[attr-defined]
@@ -102,8 +115,6 @@ class LangChainBackend(Backend):
         return Completion(text, counted, self.spec, cited=parse_citations(text, len(prompt.passages)))
 
     def _translate(self, exc: BaseException, timeout: float) -> BackendError:
-        if isinstance(exc, BackendError):
-            return exc
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "timeout" in type(exc).__name__.lower():
             return backend_error(BackendTimeout, f"{self.spec}: no reply within {timeout:.1f}s", retryable=True)
         status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
@@ -131,7 +142,9 @@ def _build(target: str) -> BaseChatModel:
     else:
         init_chat_model = _init_chat_model(target)
         try:
-            built = init_chat_model(right, model_provider=left)
+            with warnings.catch_warnings():  # langchain_classic's copy warns that it moved
+                warnings.simplefilter("ignore", DeprecationWarning)
+                built = init_chat_model(right, model_provider=left)
         except (ImportError, ValueError) as exc:
             raise ConfigError(f"langchain backend {target!r}: {exc}") from exc
     if not isinstance(built, BaseChatModel):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botkit.backends.base import (
@@ -144,15 +144,12 @@ class OpenAIBackend(Backend):
                     if piece:
                         parts.append(piece)
                         yield TextDelta(piece)
-        except BaseException as exc:
-            await _close_quietly(stream)
-            if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
-                raise
+        except Exception as exc:  # translated; a bug (non-client error) is re-raised by _translate
             error = self._translate(exc, timeout)
             error.partial_text = "".join(parts)  # type: ignore[attr-defined]
-            if isinstance(exc, Exception):
-                raise error from exc
-            raise
+            raise error from exc
+        finally:
+            await _close_quietly(stream)
         text = "".join(parts)
         usage = self._usage(prompt, text, reported)
         yield Done(Completion(text, usage, self.spec, cited=parse_citations(text, len(prompt.passages))))
@@ -188,8 +185,6 @@ class OpenAIBackend(Backend):
         import openai
 
         name = self.spec
-        if isinstance(exc, BackendError):
-            return exc
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, openai.APITimeoutError)):
             return backend_error(BackendTimeout, f"{name}: no reply within {timeout:.1f}s", retryable=True)
         if isinstance(exc, openai.APIStatusError):

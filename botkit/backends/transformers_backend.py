@@ -28,7 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from botkit.backends import _hf_models
 from botkit.backends.base import (
-    Backend, ChatMessage, Completion, Done, Prompt, StreamEvent, TextDelta, Usage, backend_error, parse_citations,
+    Backend,
+    ChatMessage,
+    Completion,
+    Done,
+    Prompt,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    backend_error,
+    parse_citations,
 )
 from botkit.config import TransformersSettings
 from botkit.errors import BackendError, BackendTimeout, ConfigError

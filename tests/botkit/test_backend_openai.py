@@ -82,7 +82,7 @@ async def test_rate_limit_is_retried_after_retry_after(stub: OpenAIStub) -> None
     completion = await make_backend(stub).generate(PROMPT, timeout=5)
     assert completion.text == "after the wait"
     first, second = stub.chat_requests
-    assert 0.95 <= second.received_at - first.received_at < 1.8
+    assert 0.95 <= second.received_at - first.received_at < 2.5
 
 
 async def test_retry_after_longer_than_the_deadline_fails_at_once(stub: OpenAIStub) -> None:
@@ -136,7 +136,7 @@ async def test_hang_mid_stream_times_out_within_the_deadline(stub: OpenAIStub) -
     with pytest.raises(BackendTimeout) as info:
         async for event in backend.stream(PROMPT, timeout=1.0):
             seen.append(event)
-    assert time.monotonic() - started < 1.0 + 0.4
+    assert time.monotonic() - started < 1.0 + 0.5
     assert "".join(e.text for e in seen) == "one two "
     assert info.value.partial_text == "one two "  # type: ignore[attr-defined]
 
@@ -146,7 +146,7 @@ async def test_slow_server_times_out_within_the_deadline(stub: OpenAIStub) -> No
     started = time.monotonic()
     with pytest.raises(BackendTimeout):
         await make_backend(stub).generate(PROMPT, timeout=0.8)
-    assert time.monotonic() - started < 0.8 + 0.4
+    assert time.monotonic() - started < 0.8 + 0.5
 
 
 async def test_connection_closed(stub: OpenAIStub) -> None:

@@ -78,7 +78,9 @@ class StubReply:
         )
 
     @classmethod
-    def server_error(cls, status: int = 500, message: str = "The server had an error while processing your request.") -> StubReply:
+    def server_error(
+        cls, status: int = 500, message: str = "The server had an error while processing your request."
+    ) -> StubReply:
         """A 5xx ``server_error``."""
         return cls(status=status, error_message=message, error_type="server_error")
 
@@ -289,7 +291,8 @@ def _error(message: str, kind: str | None, code: str | None) -> dict[str, Any]:
 
 def _usage(reply: StubReply) -> dict[str, int]:
     completion = reply.completion_tokens if reply.completion_tokens is not None else len(reply.split())
-    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": completion, "total_tokens": reply.prompt_tokens + completion}
+    total = reply.prompt_tokens + completion
+    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": completion, "total_tokens": total}
 
 
 def _completion(reply: StubReply, model: str) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from knowledge.errors import SourceError
 from knowledge.sources.decoding import check_not_empty, humanise, squash, stem_of
 from knowledge.types import Document, RawSource
 
-_CHROME_TAGS = ["nav", "aside", "script", "style", "noscript", "form", "template", "svg", "iframe", "button", "dialog"]
+_CHROME_TAGS = frozenset(
+    {"nav", "footer", "aside", "script", "style", "noscript", "form", "template", "svg", "iframe", "button", "dialog"}
+)
 _CHROME_ROLES = re.compile(r"^(navigation|banner|contentinfo|complementary|search|dialog|alertdialog)$", re.I)
 _COOKIE = re.compile(r"cookie|consent|gdpr", re.I)
 _SKIPPED = (Comment, Declaration, Doctype, ProcessingInstruction)
@@ -86,21 +88,29 @@ class _Converter:
         return out
 
 
+def _is_chrome(tag: Tag) -> bool:
+    """True for navigation, banners, scripts, forms, cookie notices and hidden elements."""
+    if tag.name in _CHROME_TAGS or tag.has_attr("hidden"):
+        return True
+    if tag.name == "header":
+        # A page header is chrome; an article's own header holding its heading is not.
+        return not (tag.find_parent(["article", "main"]) and tag.find(["h1", "h2", "h3"]))
+    if tag.name in ("html", "body", "main", "article"):
+        return False
+    names = " ".join(str(v) for key in ("id", "class") for v in tag.get_attribute_list(key) if v)
+    role = " ".join(str(v) for v in tag.get_attribute_list("role") if v)
+    return bool(_CHROME_ROLES.match(role) or _COOKIE.search(names))
+
+
 def _drop_chrome(soup: BeautifulSoup) -> None:
-    for tag in soup.find_all(_CHROME_TAGS):
+    # One pass that does not descend into what it removes (linear even on deeply nested pages).
+    doomed: list[Tag] = []
+    stack: list[Tag] = [soup]
+    while stack:
+        for child in stack.pop().find_all(True, recursive=False):
+            (doomed if _is_chrome(child) else stack).append(child)
+    for tag in doomed:
         tag.decompose()
-    for tag in soup.find_all(["header", "footer"]):
-        # A page header/footer is chrome; an article's own header with its heading is not.
-        keep = tag.name == "header" and tag.find_parent(["article", "main"]) and tag.find(["h1", "h2", "h3"])
-        if not keep:
-            tag.decompose()
-    for tag in soup.find_all(True):
-        if tag.decomposed or tag.name in ("html", "body", "main", "article"):
-            continue
-        names = " ".join(str(v) for key in ("id", "class") for v in tag.get_attribute_list(key) if v)
-        role = " ".join(str(v) for v in tag.get_attribute_list("role") if v)
-        if _CHROME_ROLES.match(role) or _COOKIE.search(names) or tag.has_attr("hidden"):
-            tag.decompose()
 
 
 def _charset(content_type: str | None) -> str | None:
@@ -120,7 +130,10 @@ def parse_html(raw: RawSource) -> list[Document]:
     _drop_chrome(soup)
     root = soup.find("main") or soup.find("article") or soup.find(True, attrs={"role": "main"}) or soup.body or soup
     converter = _Converter()
-    converter.walk(root)
+    try:
+        converter.walk(root)
+    except RecursionError as exc:
+        raise SourceError("HTML is nested too deeply to convert (hundreds of levels); simplify the page") from exc
     text = converter.markdown()
     if not text:
         raise SourceError("HTML page has no text in its main content; check that it is not rendered by JavaScript")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from knowledge.errors import SourceError
 from knowledge.sources import parse
 from knowledge.types import RawSource, SourceRef
 
@@ -86,6 +89,13 @@ def test_html_article_header_with_its_heading_is_kept() -> None:
     page = "<body><header>SITE</header><article><header><h1>Title</h1></header><p>Text</p></article></body>"
     [doc] = parse(_raw("x.html", page))
     assert doc.text == "# Title\n\nText"
+
+
+def test_pathologically_nested_html_is_a_source_error() -> None:
+    with pytest.raises(SourceError, match="nested too deeply"):
+        parse(_raw("deep.html", "<body>" + "<div>" * 2000 + "x" + "</div>" * 2000 + "</body>"))
+    [doc] = parse(_raw("ok.html", "<body>" + "<div>" * 200 + "x" + "</div>" * 200 + "</body>"))
+    assert doc.text == "x"
 
 
 def test_fetched_html_uses_content_type_and_charset_and_sets_url() -> None:

@@ -98,7 +98,10 @@ def test_bad_json_and_yaml_are_refused(
 
 def test_csv_doubled_quotes_inside_quoted_fields(tmp_path: Path, raw_file: Callable[..., RawSource]) -> None:
     """RFC 4180 quoting: a header without quotes must not make the parser forget "" escapes."""
-    text = 'id,question,answer\nreset,"How do I reset my ""password""?","Click ""Forgot password?"" on the login page."\n'
+    text = (
+        'id,question,answer\n'
+        'reset,"How do I reset my ""password""?","Click ""Forgot password?"" on the login page."\n'
+    )
     (doc,) = _parse(tmp_path, raw_file, "faq.csv", text)
     assert doc.title == 'How do I reset my "password"?'
     assert doc.text == 'Click "Forgot password?" on the login page.'

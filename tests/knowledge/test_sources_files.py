@@ -47,6 +47,12 @@ def test_missing_knowledge_folder_is_a_config_error_naming_the_path(tmp_path: Pa
         discover(KnowledgeSettings(path="kb-missing"), tmp_path)
 
 
+def test_knowledge_path_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    _write(tmp_path, "kb.md", "# not a folder")
+    with pytest.raises(KnowledgeConfigError, match="knowledge folder is not a folder"):
+        discover(KnowledgeSettings(path="kb.md"), tmp_path)
+
+
 def test_default_folder_may_be_absent_when_only_urls_are_configured(tmp_path: Path) -> None:
     refs, failures = discover(KnowledgeSettings(urls=["https://example.invalid/help"]), tmp_path)
     assert [ref.name for ref in refs] == ["https://example.invalid/help"] and failures == []

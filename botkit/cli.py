@@ -26,9 +26,11 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "botkit.commands.init",
     "botkit.commands.knowledge",
+    "botkit.commands.chat",
     "botkit.commands.db",
     "botkit.commands.serve",
     "botkit.commands.keys",
+    "botkit.commands.evaluate",
 )
 
 for _name in COMMAND_MODULES:

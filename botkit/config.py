@@ -27,6 +27,8 @@ CONFIG_FILE = "bot.yaml"
 ENV_PREFIX = "BOTKIT_"
 # BOTKIT_* variables that are not config keys (read by the CLI itself).
 _RESERVED_ENV = {"BOT"}
+# BOTKIT_TEST_* variables configure the test suite, not a bot.
+_RESERVED_PREFIXES = ("TEST_",)
 
 
 class OpenAISettings(BaseModel):
@@ -202,7 +204,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[tuple
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX):]
-        if not key or key in _RESERVED_ENV:
+        if not key or key in _RESERVED_ENV or key.startswith(_RESERVED_PREFIXES):
             continue
         parts = tuple(part.lower() for part in key.split("__"))
         value: Any = raw

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from botkit.config import BotConfig
@@ -158,8 +159,15 @@ class RateLimiter:
         return str(max(1, math.ceil(seconds)))
 
 
-class BodyTooLarge(Exception):
-    """Raised inside the app when a streamed request body passes the limit."""
+class BodyTooLarge(HTTPException):
+    """Raised inside the app when a streamed request body passes the limit.
+
+    An ``HTTPException`` (413), so frameworks that turn body-reading errors into 400s
+    (FastAPI does) let it through to the exception handlers.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
 class BodySizeLimitMiddleware:
@@ -191,7 +199,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -207,11 +215,7 @@ class BodySizeLimitMiddleware:
 
 
 async def _send_413(send: Send, max_bytes: int) -> None:
-    body = (
-        b'{"detail":[{"loc":["body"],"msg":"request body larger than '
-        + str(max_bytes).encode()
-        + b' bytes","type":"body_too_large"}]}'
-    )
+    body = b'{"detail":"request body larger than ' + str(max_bytes).encode() + b' bytes"}'
     await send(
         {
             "type": "http.response.start",

@@ -182,7 +182,7 @@
   } else {
     root.appendChild(el("style", { text: CSS }));
   }
-  var launcher = el("button", { type: "button", className: "launcher", "aria-label": "Open chat",
+  var launcher = el("button", { type: "button", className: "launcher", "aria-label": "Chat with support",
     "aria-expanded": "false", "aria-controls": "bk-panel" }, [svgIcon(ICON_CHAT)]);
   var title = el("h2", { id: "bk-title", text: options.title || "Support" });
   var human = el("button", { type: "button", className: "human", text: "Talk to a human" });
@@ -359,12 +359,11 @@
 
   function open() {
     panel.hidden = false; launcher.setAttribute("aria-expanded", "true");
-    launcher.setAttribute("aria-label", "Close chat");
     input.focus(); scroll(); schedulePoll();
   }
   function shut() {
     panel.hidden = true; launcher.setAttribute("aria-expanded", "false");
-    launcher.setAttribute("aria-label", "Open chat"); clearTimeout(pollTimer); launcher.focus();
+    clearTimeout(pollTimer); launcher.focus();
   }
 
   launcher.addEventListener("click", function () { if (panel.hidden) open(); else shut(); });

@@ -112,6 +112,8 @@ def sitemap_pages(
     """Page URLs listed by the sitemaps (indexes followed); failures as (sitemap URL, reason)."""
     pages: list[str] = []
     failures: list[tuple[str, str]] = []
+    if not sitemaps:
+        return pages, failures
     seen: set[str] = set()
     queue = [(url, 0) for url in sitemaps]
     with client(timeout_s) as http:

@@ -81,7 +81,7 @@ class TransformersBackend(Backend):
     def count_tokens(self, text: str) -> int:
         """Tokens by the model's own tokenizer (loaded on first use; no weights)."""
         tokenizer = self._loaded.tokenizer if self._loaded else _hf_models.load_tokenizer(self.source)
-        return len(tokenizer.encode(text, add_special_tokens=False))
+        return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
 
     async def generate(self, prompt: Prompt, *, timeout: float) -> Completion:
         """Generate a reply; BackendTimeout when the deadline stops it."""
@@ -196,9 +196,9 @@ def render(tokenizer: Any, messages: list[ChatMessage]) -> list[int]:
             if rest and system:
                 rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
             text = tokenizer.apply_chat_template(rest, add_generation_prompt=True, tokenize=False)
-        return list(tokenizer.encode(text, add_special_tokens=False))
+        return list(tokenizer.encode(text, add_special_tokens=False, verbose=False))
     transcript = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in chat) + "Assistant:"
-    return list(tokenizer.encode(transcript, add_special_tokens=True))
+    return list(tokenizer.encode(transcript, add_special_tokens=True, verbose=False))
 
 
 def fit_prompt(loaded: _hf_models.LoadedModel, messages: list[ChatMessage], max_new: int) -> tuple[list[int], int]:
@@ -218,7 +218,7 @@ def fit_prompt(loaded: _hf_models.LoadedModel, messages: list[ChatMessage], max_
         del kept[history[0]]
         ids = render(loaded.tokenizer, kept)
     if len(ids) > budget and kept and kept[0].role == "system":
-        system_ids = loaded.tokenizer.encode(kept[0].content, add_special_tokens=False)
+        system_ids = loaded.tokenizer.encode(kept[0].content, add_special_tokens=False, verbose=False)
         keep = max(0, len(system_ids) - (len(ids) - budget) - 8)
         kept[0] = ChatMessage("system", loaded.tokenizer.decode(system_ids[:keep]))
         ids = render(loaded.tokenizer, kept)

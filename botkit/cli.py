@@ -8,6 +8,7 @@ up into ``connectors`` (to serve them).
 from __future__ import annotations
 
 import importlib
+import logging
 
 import typer
 
@@ -39,6 +40,7 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     """Entry point of the ``botkit`` script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     app()
 
 

@@ -39,7 +39,10 @@ def register(app: typer.Typer) -> None:
         conversation: str | None = typer.Option(None, "--conversation", "-c", help="Continue this conversation id."),
         json_output: bool = typer.Option(False, "--json", help="Print the reply object as JSON."),
     ) -> None:
-        """Ask the bot one question and print its answer with citations."""
+        """Ask the bot one question and print its answer with citations.
+
+        Exits with status 1 when no backend could answer (the reason is printed on stderr).
+        """
         config = load_bot_config(bot)
         from botkit.bot import Bot
 
@@ -50,12 +53,15 @@ def register(app: typer.Typer) -> None:
 
         with cli_errors():
             reply = asyncio.run(run())
+        failed = reply.backend is None and not (reply.abstained or reply.handoff)
         if json_output:
             print_json(reply.to_dict())
-            return
-        console.print(escape(reply.text) or "[dim](waiting for a human agent)[/]")
-        _print_footer(reply)
-        console.print(f"[dim]conversation {reply.conversation_id} · {reply.backend or 'no backend'} · {reply.latency_ms:.0f} ms[/]")
+        else:
+            console.print(escape(reply.text) or "[dim](waiting for a human agent)[/]")
+            _print_footer(reply)
+            console.print(f"[dim]conversation {reply.conversation_id} · {reply.backend or 'no backend'} · {reply.latency_ms:.0f} ms[/]")
+        if failed:  # every backend failed; the reason was logged on stderr
+            raise typer.Exit(1)
 
     @app.command()
     def chat(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from botkit.errors import ConfigError
 from knowledge.settings import KnowledgeSettings
@@ -29,6 +29,8 @@ ENV_PREFIX = "BOTKIT_"
 _RESERVED_ENV = {"BOT"}
 # BOTKIT_TEST_* variables configure the test suite, not a bot.
 _RESERVED_PREFIXES = ("TEST_",)
+# Slack's usual variables, used when bot.yaml leaves the key unset.
+_SLACK_ENV = {"bot_token": "SLACK_BOT_TOKEN", "signing_secret": "SLACK_SIGNING_SECRET", "app_token": "SLACK_APP_TOKEN"}
 
 
 class OpenAISettings(BaseModel):
@@ -113,6 +115,39 @@ class WebSettings(BaseModel):
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 beyond).")
 
 
+class SlackSettings(BaseModel):
+    """The ``slack:`` section: the Slack connector (``connectors.slack``).
+
+    Tokens and the signing secret fall back to Slack's usual ``SLACK_BOT_TOKEN``,
+    ``SLACK_SIGNING_SECRET`` and ``SLACK_APP_TOKEN`` variables; keep them out of bot.yaml.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    bot_token: str | None = Field(None, description="Bot User OAuth Token, xoxb-... (default: $SLACK_BOT_TOKEN).")
+    signing_secret: str | None = Field(
+        None, description="Signing secret that verifies requests from Slack (default: $SLACK_SIGNING_SECRET)."
+    )
+    app_token: str | None = Field(
+        None, description="App-level token, xapp-..., for `botkit slack --socket` (default: $SLACK_APP_TOKEN)."
+    )
+    api_url: str = Field(
+        "https://slack.com/api/", pattern=r"^https?://",
+        description="Slack Web API base URL (tests and staging point it at another server).",
+    )
+    dm_idle_minutes: float = Field(
+        30.0, gt=0, description="A direct message after this many idle minutes starts a new conversation."
+    )
+    support_channel: str | None = Field(
+        None, description="Channel ID where handoffs are posted with a link to the thread (e.g. C0123456789)."
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+
 class BotConfig(BaseModel):
     """The whole bot configuration (``bot.yaml``)."""
 
@@ -132,6 +167,7 @@ class BotConfig(BaseModel):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
 
     # Set by load_config, not by users.
     root: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -234,6 +270,13 @@ def _apply_standard_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             openai["api_key"] = env["OPENAI_API_KEY"]
         if not openai.get("base_url") and env.get("OPENAI_BASE_URL"):
             openai["base_url"] = env["OPENAI_BASE_URL"]
+    slack = data.get("slack")
+    if slack is None and any(env.get(var) for var in _SLACK_ENV.values()):
+        slack = data["slack"] = {}
+    if isinstance(slack, dict):
+        for key, var in _SLACK_ENV.items():
+            if not slack.get(key) and env.get(var):
+                slack[key] = env[var]
 
 
 def _describe(exc: ValidationError, path: Path, origins: dict[tuple[str, ...], str]) -> str:

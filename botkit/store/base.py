@@ -73,6 +73,16 @@ class Feedback:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class PendingEvent:
+    """A platform event claimed by a worker that never finished it (see ``pending_events``)."""
+
+    channel: str
+    event_id: str
+    payload: dict[str, Any] | None
+    created_at: datetime | None = None
+
+
 class ConversationStore(ABC):
     """Where conversations, messages, feedback and turn locks live.
 
@@ -220,13 +230,24 @@ class ConversationStore(ABC):
     # -- connectors' exactly-once delivery ---------------------------------------------
 
     @abstractmethod
-    async def claim_event(self, *, channel: str, event_id: str) -> bool:
-        """Record a platform event as being processed; ``False`` if it already was
-        (a redelivery to drop). Race-safe across processes."""
+    async def claim_event(self, *, channel: str, event_id: str, payload: Mapping[str, Any] | None = None) -> bool:
+        """Record a platform event as being processed (status ``pending``), with its
+        ``payload`` (JSON) so that another worker can finish it; ``False`` if it already
+        was claimed (a redelivery to drop). Race-safe across processes."""
 
     @abstractmethod
     async def set_event_status(self, *, channel: str, event_id: str, status: str) -> None:
-        """Update a claimed event's status (e.g. ``done`` or ``failed``)."""
+        """Update a claimed event's status (``done`` or ``failed``)."""
+
+    @abstractmethod
+    async def pending_events(self, *, channel: str, older_than_s: float, limit: int = 100) -> list[PendingEvent]:
+        """Take over events still ``pending`` more than ``older_than_s`` seconds after
+        their claim (the worker that claimed them died), oldest first.
+
+        Each returned event's claim is renewed in the same transaction, so two workers
+        recovering at once never take the same event; an event that is still pending
+        after another ``older_than_s`` seconds is returned again.
+        """
 
     # -- turn lock -------------------------------------------------------------------
 

@@ -136,6 +136,9 @@ class ProcessedEventRow(Base):
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     status: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+    # Migration 0003: the event itself and the time of the latest claim (recovery).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
     # Pruning old events.
     __table_args__ = (Index("ix_processed_events_created_at", "created_at"),)

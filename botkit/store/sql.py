@@ -6,6 +6,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Executable, Row, Table, func, insert, select, update
@@ -14,11 +15,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from botkit.errors import ConfigError, StoreError
-from botkit.store.base import ROLES, STATES, Conversation, ConversationState, ConversationStore, Feedback, Message, Role
+from botkit.store.base import (
+    ROLES,
+    STATES,
+    Conversation,
+    ConversationState,
+    ConversationStore,
+    Feedback,
+    Message,
+    PendingEvent,
+    Role,
+)
 from botkit.store.engine import WRITE, create_engine, install_sqlite_hooks, translate, translating
 from botkit.store.locks import TurnLocks
 from botkit.store.models import ConversationRow, FeedbackRow, MessageRow, ProcessedEventRow
-from botkit.store.rows import json_object, now, to_conversation, to_feedback, to_message
+from botkit.store.rows import aware, json_object, now, to_conversation, to_feedback, to_message
 from botkit.store.urls import is_sqlite, normalize_database_url
 
 _conversations = cast(Table, ConversationRow.__table__)
@@ -316,8 +327,10 @@ class SQLConversationStore(ConversationStore):
 
     # -- processed events ----------------------------------------------------------------
 
-    async def claim_event(self, *, channel: str, event_id: str) -> bool:
-        values = {"channel": channel, "event_id": event_id, "status": "processing", "created_at": now()}
+    async def claim_event(self, *, channel: str, event_id: str, payload: Mapping[str, Any] | None = None) -> bool:
+        at = now()
+        values = {"channel": channel, "event_id": event_id, "status": "pending", "created_at": at, "claimed_at": at}
+        values["payload"] = None if payload is None else dict(payload)
         try:
             async with self._unit("claim an event", write=True, passthrough=(IntegrityError,)) as session:
                 await session.execute(insert(_events).values(values))
@@ -330,6 +343,22 @@ class SQLConversationStore(ConversationStore):
         row = await self._first("update an event's status", statement.returning(E.event_id), write=True)
         if row is None:
             raise StoreError(f"event {event_id!r} of channel {channel!r} was never claimed", hint="claim it first")
+
+    async def pending_events(self, *, channel: str, older_than_s: float, limit: int = 100) -> list[PendingEvent]:
+        at = now()
+        query = (
+            select(E.event_id, E.payload, E.created_at)
+            .where(E.channel == channel, E.status == "pending", E.claimed_at < at - timedelta(seconds=older_than_s))
+            .order_by(E.claimed_at)
+            .limit(_positive(limit))
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers instead
+        )
+        async with self._unit("take over pending events", write=True) as session:
+            rows = (await session.execute(query)).all()
+            if rows:
+                taken = update(_events).where(E.channel == channel, E.event_id.in_([row.event_id for row in rows]))
+                await session.execute(taken.values(claimed_at=at))
+        return [PendingEvent(channel, row.event_id, row.payload, aware(row.created_at)) for row in rows]
 
     # -- turn lock -----------------------------------------------------------------------
 

@@ -101,6 +101,9 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    if config.slack.signing_secret and config.slack.bot_token:  # Slack events and buttons at /slack/events
+        from connectors.slack.asgi import mount
+        mount(app, bot)
     return app
 
 

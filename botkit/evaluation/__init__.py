@@ -16,10 +16,10 @@ from botkit.evaluation.compare import Comparison, compare_runs, load_run
 from botkit.evaluation.metrics import GATE_METRICS, CaseResult, Gate, check_gates, compute_metrics, parse_gates, summarize
 from botkit.evaluation.report import render_html, write_report
 from botkit.evaluation.runner import EvalRun, eval_config, evaluate, run_cases
-from botkit.evaluation.testset import TestCase, TestSetError, load_testset
+from botkit.evaluation.testset import TestCase, TestSetError, load_testset, parse_lines
 
 __all__ = [
     "GATE_METRICS", "CaseResult", "Comparison", "EvalRun", "Gate", "TestCase", "TestSetError", "check_gates",
-    "compare_runs", "compute_metrics", "eval_config", "evaluate", "load_run", "load_testset", "parse_gates",
+    "compare_runs", "compute_metrics", "eval_config", "evaluate", "load_run", "load_testset", "parse_gates", "parse_lines",
     "render_html", "run_cases", "summarize", "write_report",
 ]

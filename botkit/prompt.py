@@ -69,8 +69,9 @@ def build_prompt(
 ) -> Prompt:
     """Assemble the prompt, keeping as much recent history as the context budget allows.
 
-    The system message and the question are always kept; if they alone exceed the budget
-    the lowest-ranked passages are dropped first.
+    ``max_reply_tokens`` is kept free for the answer (the backend's own cap applies to
+    generation). The system message and the question are always kept; if they alone
+    exceed the budget the lowest-ranked passages are dropped first.
     """
     kept = list(passages)
     system = system_text(persona, kept)
@@ -89,7 +90,7 @@ def build_prompt(
         chosen.append(ChatMessage(role=role, content=turn.text))
     chosen.reverse()
     messages = [ChatMessage(role="system", content=system), *chosen, ChatMessage(role="user", content=question)]
-    return Prompt(messages=messages, question=question, passages=kept, max_tokens=max_reply_tokens)
+    return Prompt(messages=messages, question=question, passages=kept, max_tokens=None)
 
 
 def leaks_instructions(reply: str, *, window: int = 40) -> bool:

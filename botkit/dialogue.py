@@ -76,6 +76,13 @@ def clean_text(text: object, *, max_chars: int) -> str:
     return text
 
 
+def _reply_budget(config: BotConfig, backend: object) -> int:
+    """Tokens kept free for the answer: the generating backend's own cap."""
+    if getattr(backend, "kind", "") == "transformers":
+        return config.transformers.max_new_tokens
+    return config.openai.max_tokens
+
+
 def citations_for(completion: Completion, passages: Sequence[Passage]) -> list[Citation]:
     """The passages a reply cites, numbered as in the prompt."""
     numbers = list(completion.cited) or [int(n) for n in _CITE.findall(completion.text)]
@@ -225,7 +232,7 @@ class DialogueManager:
             history=[HistoryTurn(m.role, m.text) for m in history],
             count_tokens=backend.count_tokens,
             max_context_tokens=backend.max_context_tokens,
-            max_reply_tokens=self.config.openai.max_tokens,
+            max_reply_tokens=_reply_budget(self.config, backend),
         )
         completion: Completion | None = None
         streamed = False

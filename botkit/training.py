@@ -221,6 +221,7 @@ def train_classifier(
         ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+    model = model.float()  # a base saved in half precision still trains (and is saved) in float32
 
     def encode(rows: Sequence[str]) -> dict[str, list[Any]]:
         return dict(tokenizer(list(rows), truncation=True, max_length=options.max_length))

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "botkit.commands.chat",
     "botkit.commands.db",
     "botkit.commands.serve",
+    "botkit.commands.slack",
     "botkit.commands.keys",
     "botkit.commands.evaluate",
 )

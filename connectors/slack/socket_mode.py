@@ -17,16 +17,21 @@ from botkit.errors import ConfigError
 log = logging.getLogger("botkit.slack")
 
 
-async def run_socket_mode(bot: Bot, *, settings: SlackSettings | None = None, stop: asyncio.Event | None = None) -> None:
-    """Connect to Slack and answer until ``stop`` is set (forever by default); closes the bot."""
-    settings = settings or bot.config.slack
-    missing = [key for key in ("app_token", "bot_token") if not getattr(settings, key)]
+def check_settings(settings: SlackSettings) -> None:
+    """Raise :class:`ConfigError` naming the tokens Socket Mode lacks."""
+    missing = [key for key in ("bot_token", "app_token") if not getattr(settings, key)]
     if missing:
-        variables = {"app_token": "SLACK_APP_TOKEN", "bot_token": "SLACK_BOT_TOKEN"}
+        variables = {"app_token": "SLACK_APP_TOKEN (xapp-...)", "bot_token": "SLACK_BOT_TOKEN (xoxb-...)"}
         raise ConfigError(
             "Socket Mode needs " + " and ".join(f"slack.{key}" for key in missing),
             hint="set " + " and ".join(variables[key] for key in missing),
         )
+
+
+async def run_socket_mode(bot: Bot, *, settings: SlackSettings | None = None, stop: asyncio.Event | None = None) -> None:
+    """Connect to Slack and answer until ``stop`` is set (forever by default); closes the bot."""
+    settings = settings or bot.config.slack
+    check_settings(settings)
     try:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 

@@ -179,3 +179,28 @@ async def test_retries_and_a_second_worker_produce_one_reply(store_url: str, tmp
             assert len(first.calls("chat.postMessage", event["channel"])) == 1
             assert answers(first, event["channel"]) == ["Once [1]."]
             assert first.backend.pending + second.backend.pending == 1  # one generation in all
+
+
+async def test_recovery_finishes_a_dead_workers_event_in_its_placeholder(
+    slack: SlackHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from connectors.slack.translate import to_incoming
+    from tests.helpers.slack_stub import event_body
+
+    body = json.loads(event_body(mention("CRECOVER", "where was I?"), event_id="EvRecover"))
+    incoming = to_incoming(body["event"], team_id=body["team_id"], bot_user_id=BOT_USER_ID)
+    assert incoming is not None
+    # What a worker leaves behind when it dies after posting the placeholder:
+    assert await slack.bot.store.claim_event(channel="slack", event_id="EvRecover", payload=body)
+    conversation = await slack.connector.turns.conversation_for(incoming)
+    await slack.bot.store.update_metadata(conversation.id, {"slack_placeholder:EvRecover": "1699999999.000100"})
+    monkeypatch.setattr(slack.connector.delivery, "grace_s", 0.0)
+    assert await slack.connector.delivery.recover() >= 1
+    await slack.settle()
+    assert not slack.calls("chat.postMessage", "CRECOVER")  # the dead worker's placeholder is reused
+    (update,) = slack.calls("chat.update", "CRECOVER")
+    assert update.args["ts"] == "1699999999.000100" and update.args["text"] == "[scripted] where was I?"
+    assert "slack_placeholder:EvRecover" not in (await slack.bot.conversation(conversation.id)).metadata  # type: ignore[union-attr]
+    assert await slack.connector.delivery.recover() == 0  # done: not taken again

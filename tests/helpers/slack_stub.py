@@ -45,13 +45,15 @@ class SlackCall:
     args: dict[str, Any]
     token: str | None
     at: float = field(default_factory=time.monotonic)
+    response: dict[str, Any] = field(default_factory=dict)
 
 
 class SlackStub:
     """The stub server (a context manager); ``calls`` holds every call, in order."""
 
-    def __init__(self, *, token: str = TOKEN) -> None:
+    def __init__(self, *, token: str = TOKEN, socket_url: str | None = None) -> None:
         self.token = token
+        self.socket_url = socket_url  # what apps.connections.open answers (a SocketModeStub's url)
         self.calls: list[SlackCall] = []
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -113,12 +115,22 @@ class SlackStub:
         return calls
 
     def answer(self, method: str, args: Mapping[str, Any], token: str | None) -> dict[str, Any]:
-        """Record a call and build Slack's answer to it."""
+        """Record a call and Slack's answer to it (``SlackCall.response``)."""
+        call = SlackCall(method, dict(args), token)
         with self._lock:
-            self.calls.append(SlackCall(method, dict(args), token))
             failures = self._failures.get(method)
             error = failures.pop(0) if failures else None
             ts = f"{1_700_000_000 + next(self._ts)}.000100"
+        call.response = self._response(method, args, token, error, ts)
+        with self._lock:
+            self.calls.append(call)
+        return call.response
+
+    def _response(self, method: str, args: Mapping[str, Any], token: str | None, error: str | None,
+                  ts: str) -> dict[str, Any]:
+        if method == "apps.connections.open":  # Socket Mode: authenticated by the app-level token
+            ok = bool(token and token.startswith("xapp-") and self.socket_url)
+            return {"ok": True, "url": self.socket_url} if ok else {"ok": False, "error": "invalid_auth"}
         if token != self.token:
             return {"ok": False, "error": "invalid_auth"}
         if error:
@@ -173,6 +185,76 @@ def _handler(stub: SlackStub) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = _serve
 
     return Handler
+
+
+class SocketModeStub:
+    """Slack's Socket Mode end: a WebSocket server (aiohttp, in its own thread and loop).
+
+    It greets each connection with ``hello``, sends envelopes with :meth:`send` and
+    records the envelope ids the app acknowledges in ``acks``::
+
+        with SocketModeStub() as socket, SlackStub(socket_url=socket.url) as stub:
+            socket.wait_connected()
+            socket.send({"envelope_id": "e1", "type": "events_api", "payload": {...}})
+    """
+
+    def __init__(self) -> None:
+        self.acks: list[str] = []
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="slack-socket-stub", daemon=True)
+        self._sockets: list[Any] = []
+        self._connected = threading.Event()
+        self._runner: Any = None
+
+    def __enter__(self) -> SocketModeStub:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _start(self) -> None:
+        from aiohttp import web
+
+        async def link(request: web.Request) -> web.WebSocketResponse:
+            socket = web.WebSocketResponse(autoping=True)
+            await socket.prepare(request)
+            self._sockets.append(socket)
+            await socket.send_json({"type": "hello", "num_connections": 1, "debug_info": {"host": "stub"}})
+            self._connected.set()
+            async for message in socket:
+                if message.type == web.WSMsgType.TEXT:
+                    envelope_id = json.loads(message.data).get("envelope_id")
+                    if envelope_id:
+                        self.acks.append(envelope_id)
+            return socket
+
+        app = web.Application()
+        app.router.add_get("/link", link)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"ws://127.0.0.1:{port}/link"
+
+    async def _stop(self) -> None:
+        for socket in self._sockets:
+            await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        """Block until an app has connected."""
+        assert self._connected.wait(timeout), "no Socket Mode connection"
+
+    def send(self, envelope: Mapping[str, Any]) -> None:
+        """Send an envelope to the most recent connection."""
+        asyncio.run_coroutine_threadsafe(self._sockets[-1].send_json(dict(envelope)), self._loop).result(5)
 
 
 # -- requests from Slack -------------------------------------------------------------------

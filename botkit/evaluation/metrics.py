@@ -173,16 +173,6 @@ class CaseResult:
         )
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
-        """Rebuild a result from :meth:`to_dict` output (for reports of saved runs)."""
-        case = TestCase(**{k: data[k] for k in TestCase.__dataclass_fields__ if k in data})
-        fields = {k: data[k] for k in ("answer", "citations", "retrieved", "abstained", "handoff", "backend",
-                                       "latency_ms", "prompt_tokens", "completion_tokens", "error") if k in data}
-        result = cls(case=case, **fields)
-        result.leaked = "quotes the system prompt" in data.get("failures", [])
-        return result
-
 
 # -- figures -------------------------------------------------------------------------------
 

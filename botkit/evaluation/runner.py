@@ -158,8 +158,11 @@ async def evaluate(
             )
         if await asyncio.to_thread(kb.is_stale):
             warnings.append("the knowledge base is older than its sources; run `botkit ingest` to refresh it")
-        async with bot:
-            results = await run_cases(bot, cases, concurrency=concurrency, on_result=on_result)
+        try:
+            async with bot:
+                results = await run_cases(bot, cases, concurrency=concurrency, on_result=on_result)
+        finally:
+            kb.close()
     run_info: dict[str, Any] = {
         "bot": cfg.name,
         "bot_dir": str(config.root),

@@ -193,7 +193,8 @@ def test_perplexity_over_the_knowledge_chunks(example_bot: Path, tmp_path: Path)
     from knowledge.index import KnowledgeBase
 
     model = build_tiny_model(tmp_path / "lm", context=256)
-    result = runner.invoke(app, ["perplexity", "--model", str(model), "--bot", str(example_bot), "--json"])
+    result = runner.invoke(app, ["perplexity", "--model", str(model), "--bot", str(example_bot), "--max-length", "256",
+                                 "--stride", "256", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     config = load_config(example_bot, environ={})

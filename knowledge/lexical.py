@@ -28,11 +28,18 @@ from knowledge.errors import IndexUnavailable
 from knowledge.types import Chunk
 
 TOKENIZER = "unicode61 remove_diacritics 2"
-# Column weights for bm25(): title, section, body (UNINDEXED columns get 0).
-_BM25 = "bm25(chunks_fts, 0, 0, 0, 0, 3.0, 1.5, 1.0)"
+# Column weights for bm25(): title, section, body.
+_BM25 = "bm25(chunk_text, 3.0, 1.5, 1.0)"
 
-# The ingest manifest's tables live in the same file (see knowledge.manifest).
+# chunk_text (FTS5) holds the searchable text; chunk_meta, a plain table sharing its rowids,
+# maps chunk ids to rows (an indexed lookup: FTS5 cannot index an UNINDEXED column) and
+# holds the filter columns. The ingest manifest's tables live in the same file.
 SCHEMA = (
+    "DROP TABLE IF EXISTS chunks_fts",  # the first layout; its chunks are re-ingested by reconcile
+    "CREATE TABLE IF NOT EXISTS chunk_meta (rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, "
+    "source TEXT NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS chunk_meta_origin ON chunk_meta (origin)",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS chunk_text USING fts5(title, section, body, tokenize='{TOKENIZER}')",
     "CREATE TABLE IF NOT EXISTS manifest (source TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
     "chunk_ids TEXT NOT NULL, model_id TEXT NOT NULL, ingested_at REAL NOT NULL, size INTEGER, mtime REAL, format TEXT)",
     "CREATE TABLE IF NOT EXISTS kb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -109,11 +116,6 @@ class LexicalIndex:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5("
-                "chunk_id UNINDEXED, source UNINDEXED, origin UNINDEXED, kind UNINDEXED, "
-                f"title, section, body, tokenize='{TOKENIZER}')"
-            )
             for statement in SCHEMA:
                 conn.execute(statement)
         except sqlite3.Error as exc:
@@ -153,29 +155,29 @@ class LexicalIndex:
 
     def replace(self, chunks: Sequence[Chunk], *, remove: Iterable[str] = ()) -> None:
         """Delete ids in ``remove`` and (re)insert ``chunks``, in one transaction."""
-        rows = [_row(c) for c in chunks]
         doomed = list(dict.fromkeys([*remove, *(c.id for c in chunks)]))
         with self.transaction() as conn:
-            conn.executemany("DELETE FROM chunks_fts WHERE chunk_id = ?", [(i,) for i in doomed])
-            conn.executemany(
-                "INSERT INTO chunks_fts (chunk_id, source, origin, kind, title, section, body) VALUES (?,?,?,?,?,?,?)",
-                rows,
-            )
+            _delete(conn, doomed)
+            for chunk in chunks:
+                meta, text = _row(chunk)
+                rowid = conn.execute("INSERT INTO chunk_meta (chunk_id, source, origin, kind) VALUES (?,?,?,?)", meta).lastrowid
+                conn.execute("INSERT INTO chunk_text (rowid, title, section, body) VALUES (?,?,?,?)", (rowid, *text))
 
     def delete(self, ids: Iterable[str]) -> None:
         """Remove chunks by id."""
         with self.transaction() as conn:
-            conn.executemany("DELETE FROM chunks_fts WHERE chunk_id = ?", [(i,) for i in ids])
+            _delete(conn, list(ids))
 
     def clear(self) -> None:
         """Remove every chunk."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM chunks_fts")
+            conn.execute("DELETE FROM chunk_text")
+            conn.execute("DELETE FROM chunk_meta")
 
     def ids(self) -> set[str]:
         """Every indexed chunk id."""
         with self.lock:
-            return {row[0] for row in self.conn.execute("SELECT chunk_id FROM chunks_fts")}
+            return {row[0] for row in self.conn.execute("SELECT chunk_id FROM chunk_meta")}
 
     def search(self, query: str, *, k: int, filters: Mapping[str, Any] | None = None) -> list[LexicalHit]:
         """The ``k`` best BM25 matches of free-text ``query``, best first."""
@@ -184,8 +186,8 @@ class LexicalIndex:
             return []
         where, params = _filter_sql(filters)
         sql = (
-            f"SELECT chunk_id, {_BM25} AS score FROM chunks_fts WHERE chunks_fts MATCH ? {where} "
-            "ORDER BY score LIMIT ?"
+            f"SELECT m.chunk_id, {_BM25} AS score FROM chunk_text JOIN chunk_meta AS m ON m.rowid = chunk_text.rowid "
+            f"WHERE chunk_text MATCH ? {where} ORDER BY score LIMIT ?"
         )
         try:
             with self.lock:
@@ -195,22 +197,22 @@ class LexicalIndex:
         return [LexicalHit(chunk_id=cid, rank=i + 1, score=-float(score)) for i, (cid, score) in enumerate(rows)]
 
 
-def _row(chunk: Chunk) -> tuple[str, ...]:
+def _delete(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+    rows = [(cid,) for cid in ids]
+    conn.executemany("DELETE FROM chunk_text WHERE rowid = (SELECT rowid FROM chunk_meta WHERE chunk_id = ?)", rows)
+    conn.executemany("DELETE FROM chunk_meta WHERE chunk_id = ?", rows)
+
+
+def _row(chunk: Chunk) -> tuple[tuple[str, str, str, str], tuple[str, str, str]]:
+    """(chunk_meta values, chunk_text values) of a chunk; FAQ pairs index question and answer."""
     body = chunk.text
     if chunk.kind == "faq":
         question = str(chunk.metadata.get("question") or chunk.title)
         answer = str(chunk.metadata.get("answer") or "")
         parts = [question] + ([answer] if answer and answer not in body else []) + [body]
         body = "\n".join(p for p in parts if p)
-    return (
-        chunk.id,
-        chunk.source,
-        chunk.origin,
-        chunk.kind,
-        cjk_bigrams(chunk.title),
-        cjk_bigrams(chunk.section),
-        cjk_bigrams(body),
-    )
+    meta = (chunk.id, chunk.source, chunk.origin, chunk.kind)
+    return meta, (cjk_bigrams(chunk.title), cjk_bigrams(chunk.section), cjk_bigrams(body))
 
 
 def _filter_sql(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
@@ -221,13 +223,13 @@ def _filter_sql(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
     params: list[Any] = []
     prefix = filters.get("source")
     if prefix:
-        clauses.append("(substr(source, 1, ?) = ? OR substr(origin, 1, ?) = ?)")
+        clauses.append("(substr(m.source, 1, ?) = ? OR substr(m.origin, 1, ?) = ?)")
         params += [len(prefix), prefix, len(prefix), prefix]
     for key in ("kind", "origin"):
         value = filters.get(key)
         if value is None:
             continue
         values = [value] if isinstance(value, str) else list(value)
-        clauses.append(f"{key} IN ({', '.join('?' * len(values))})")
+        clauses.append(f"m.{key} IN ({', '.join('?' * len(values))})")
         params += values
     return ("AND " + " AND ".join(clauses)) if clauses else "", params

@@ -150,7 +150,7 @@ def test_retrieve_by_vector_matches_retrieve(kb: KnowledgeBase) -> None:
 
 
 def test_user_text_is_never_fts_syntax(kb: KnowledgeBase) -> None:
-    for nasty in ['"unbalanced', "NEAR(a b)", "a* OR -b", "title:x", "'; DROP TABLE chunks_fts; --", "()", "^"]:
+    for nasty in ['"unbalanced', "NEAR(a b)", "a* OR -b", "title:x", "'; DROP TABLE chunk_text; --", "()", "^"]:
         kb.lexical.search(nasty, k=5)  # no sqlite error
     assert kb.retriever.retrieve("NEAR(refund) OR title:*", mode="lexical", threshold=0)[0].source == "shop/returns.md"
     assert match_expression("foo* OR title:x") == '"foo" OR "title" OR "x"'

@@ -1,41 +1,47 @@
 """Web connector benchmark: throughput, latency and streaming overhead on loopback.
 
-    .venv/bin/python benchmarks/bench_web.py [--duration 12] [--clients 32] [--no-two-workers]
+    .venv/bin/python benchmarks/bench_web.py [--duration 8] [--clients 32] [--no-two-workers]
 
-1. Chat turns/s and p50/p99 latency with ``--clients`` concurrent clients against
-   ``botkit serve`` (extractive backend, real embeddings): one worker (SQLite + embedded
-   Chroma) and two workers (PostgreSQL + a Chroma server; skipped when PostgreSQL at
-   ``$BOTKIT_BENCH_POSTGRES_URL`` / ``$BOTKIT_TEST_POSTGRES_URL`` or ``chroma`` is missing).
-2. In the same run, a bare FastAPI app doing the same store writes and retrieval (no
-   botkit web layer, no dialogue manager): botkit's throughput should be >= 0.7x of it.
-3. Time to first streamed token added by botkit over the backend's own first token:
-   a ScriptedBackend with a fixed ``first_token_delay``, 16 concurrent SSE streams;
-   target p95 <= 50 ms.
+1. Chat turns/s and p50/p99 latency with ``--clients`` concurrent clients (JSON turns,
+   a new conversation every 4 turns) against botkit's app (extractive backend, real
+   embeddings): one worker (SQLite + embedded Chroma) and ``botkit serve --workers 2``
+   (PostgreSQL + a Chroma server; skipped when either is missing).
+2. In the same server process, a bare FastAPI app doing the same work by hand (store
+   the user message, retrieve, the extractive answer, store the reply): no web layer
+   security, no dialogue manager. Target: botkit >= 0.7x its throughput. The two are
+   measured in alternating slices so machine load affects both alike.
+3. Time to first streamed token added by botkit over the backend's own first token: a
+   ScriptedBackend whose first token always takes 200 ms, 16 concurrent SSE streams.
+   Reported for the whole turn (HTTP + store + lock + retrieval) and, by also driving
+   ``bot.handle_stream`` in-process, for the web layer alone. Target: p95 <= 50 ms.
 
-Every server runs in its own process (the load generator does not share its CPU time
-slices). Prints a table and writes JSON to ``benchmarks/results/``.
+Servers run in their own processes; the load generator runs here. Uses a slice of the
+faq-agent help centre (Markdown articles + the FAQ) so ingestion stays short. Prints a
+table and writes JSON to ``benchmarks/results/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "faq-agent"
@@ -43,75 +49,143 @@ RESULTS = ROOT / "benchmarks" / "results"
 PUBLIC_KEY = "pk_bench"
 FIRST_TOKEN_DELAY_S = 0.2
 TURNS_PER_CONVERSATION = 4
+KNOWLEDGE = ("faq.csv", "account", "billing", "getting-started", "integrations")
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False",
        "BOTKIT_WEB__RATE_LIMIT_PER_MINUTE": "0", "BOTKIT_WEB__CONVERSATION_RATE_LIMIT_PER_MINUTE": "0",
        "TOKENIZERS_PARALLELISM": "false"}
 
 
-# -- servers (run in child processes) ------------------------------------------------------
+class BareMessage(BaseModel):
+    """The bare app's request body."""
 
-def serve_bare(bot_dir: str, port: int) -> None:
-    """A bare FastAPI app: the same store writes and retrieval as a botkit turn, nothing else."""
+    text: str
+
+
+# -- the server process: botkit at /, the bare app at /bare, a scripted bot at /scripted --
+
+def serve(bot_dir: str, port: int) -> None:
+    """Serve botkit's app, the bare baseline and the scripted-backend app in one process."""
     import uvicorn
     from fastapi import FastAPI
-    from pydantic import BaseModel
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
 
-    from botkit.config import load_config
-    from botkit.store import SQLConversationStore
-    from knowledge.index import KnowledgeBase
-
-    config = load_config(bot_dir)
-    store = SQLConversationStore.from_config(config)
-    kb = KnowledgeBase.open(config.knowledge, root=config.root, data_dir=config.data_path,
-                            chroma_path=config.chroma_path)
-    app = FastAPI()
-
-    class Body(BaseModel):
-        text: str
-
-    @app.on_event("startup")
-    async def _start() -> None:
-        await store.open()
-        await asyncio.to_thread(kb.retriever.retrieve, "warm up")
-
-    @app.get("/readyz")
-    async def _ready() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.post("/api/v1/conversations", status_code=201)
-    async def _create() -> dict[str, str]:
-        conversation = await store.create_conversation(bot=config.name, channel="web")
-        return {"id": conversation.id, "token": "-"}
-
-    @app.post("/api/v1/conversations/{conversation_id}/messages")
-    async def _message(conversation_id: str, body: Body) -> dict[str, Any]:
-        user, _ = await store.add_user_message(conversation_id, body.text)
-        passages = await asyncio.to_thread(kb.retriever.retrieve, body.text, k=config.knowledge.top_k)
-        text = passages[0].text[:400] if passages else "I don't know."
-        reply = await store.add_bot_message(conversation_id, text, reply_to=user.id, backend="bare")
-        return {"text": text, "message_id": reply.id, "citations": [p.source for p in passages]}
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-
-
-def serve_scripted(bot_dir: str, port: int) -> None:
-    """botkit's app over a ScriptedBackend whose first token always takes FIRST_TOKEN_DELAY_S."""
-    import uvicorn
-
+    from botkit.backends.extractive import ExtractiveBackend
     from botkit.backends.scripted import ScriptedBackend
     from botkit.bot import Bot
+    from botkit.config import load_config
+    from botkit.messages import IncomingMessage, ReplyDelta
     from connectors.web.app import create_app
 
-    backend = ScriptedBackend()
+    config = load_config(bot_dir)
+    bot = Bot(config)
+    scripted_backend = ScriptedBackend()
     for _ in range(20_000):
-        backend.enqueue("Reset it from the sign-in page [1]. The link is valid for 60 minutes.",
-                        first_token_delay=FIRST_TOKEN_DELAY_S, chunks=["Reset it ", "from the sign-in page [1]. ",
-                                                                       "The link is valid for 60 minutes."])
-    uvicorn.run(create_app(Bot.from_dir(bot_dir, backends=[backend])), host="127.0.0.1", port=port,
-                log_level="warning")
+        scripted_backend.enqueue("Reset it from the sign-in page [1]. The link is valid for 60 minutes.",
+                                 first_token_delay=FIRST_TOKEN_DELAY_S,
+                                 chunks=["Reset it ", "from the sign-in page [1]. ", "The link is valid for 60 minutes."])
+    scripted = Bot(config, backends=[scripted_backend], knowledge=bot.knowledge)
+    extractive = ExtractiveBackend(config=config)
+    bare = FastAPI()
+
+    @bare.post("/api/v1/conversations", status_code=201)
+    async def bare_create() -> dict[str, str]:
+        conversation = await bot.store.create_conversation(bot=config.name, channel="web")
+        return {"id": conversation.id, "token": "-"}
+
+    @bare.post("/api/v1/conversations/{conversation_id}/messages")
+    async def bare_message(conversation_id: str, body: BareMessage) -> dict[str, Any]:
+        user, _ = await bot.store.add_user_message(conversation_id, body.text)
+        passages = await asyncio.to_thread(bot.knowledge.retriever.retrieve, body.text, k=config.knowledge.top_k)
+        completion = extractive.answer(body.text, passages)
+        reply = await bot.store.add_bot_message(conversation_id, completion.text, reply_to=user.id, backend="bare",
+                                                citations=[{"source": p.source} for p in passages])
+        return {"conversation_id": conversation_id, "text": completion.text, "message_id": reply.id,
+                "citations": [{"source": p.source, "title": p.title} for p in passages]}
+
+    async def direct_ttft(request: Any) -> JSONResponse:
+        """Time to first delta of ``scripted.handle_stream`` in-process (no HTTP)."""
+        streams, rounds = int(request.query_params["streams"]), int(request.query_params["rounds"])
+        overheads: list[float] = []
+
+        async def one() -> None:
+            conversation_id = await scripted.new_conversation(channel="bench")
+            for index in range(rounds + 1):
+                started = time.monotonic()
+                first = None
+                async for event in scripted.handle_stream(IncomingMessage(
+                        text="How do I reset my password?", conversation_id=conversation_id, channel="bench")):
+                    if first is None and isinstance(event, ReplyDelta):
+                        first = time.monotonic() - started
+                if index and first is not None:
+                    overheads.append(first - FIRST_TOKEN_DELAY_S)
+
+        await asyncio.gather(*(one() for _ in range(streams)))
+        retrievals: list[float] = []  # what retrieval alone costs at the same concurrency
+
+        async def retrieve() -> None:
+            for _ in range(rounds):
+                started = time.monotonic()
+                await asyncio.to_thread(bot.knowledge.retriever.retrieve, "How do I reset my password?")
+                retrievals.append(time.monotonic() - started)
+
+        await asyncio.gather(*(retrieve() for _ in range(streams)))
+        return JSONResponse({"overheads": overheads, "retrievals": retrievals})
+
+    async def direct_chat(request: Any) -> JSONResponse:
+        """``bot.handle`` turns in-process (no HTTP), as chat_load does them over HTTP."""
+        clients, duration = int(request.query_params["clients"]), float(request.query_params["duration"])
+        qs, latencies = questions(), []
+        stop_at = time.monotonic() + duration
+
+        async def client(index: int) -> None:
+            turn = index
+            while time.monotonic() < stop_at:
+                conversation_id = await bot.new_conversation(channel="web")
+                for _ in range(TURNS_PER_CONVERSATION):
+                    started = time.monotonic()
+                    if started >= stop_at:
+                        return
+                    await bot.handle(IncomingMessage(text=qs[turn % len(qs)], conversation_id=conversation_id,
+                                                     channel="web"))
+                    latencies.append(time.monotonic() - started)
+                    turn += clients
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        return JSONResponse(summary(latencies, 0, duration))
+
+    async def ready(_request: Any) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        await bot.start()
+        await bot.ingest_if_needed()
+        await scripted.start()
+        yield
+        await scripted.aclose()
+        await bot.aclose()
+
+    app = Starlette(lifespan=lifespan, routes=[
+        Route("/bench/ready", ready), Route("/bench/direct-ttft", direct_ttft),
+        Route("/bench/direct-chat", direct_chat),
+        Mount("/bare", bare),
+        Mount("/scripted", create_app(scripted, owns_bot=False)),
+        Mount("/", create_app(bot, owns_bot=False)),
+    ])
+    profile = os.environ.get("BENCH_WEB_PROFILE")  # a path: write cProfile stats of the server there
+    if profile:
+        import cProfile
+
+        with cProfile.Profile() as profiler:
+            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+        profiler.dump_stats(profile)
+    else:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-# -- orchestration -----------------------------------------------------------------------
+# -- orchestration -------------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -119,8 +193,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_bot(root: Path, extra_env: dict[str, str] | None = None) -> Path:
-    shutil.copytree(EXAMPLE / "knowledge", root / "knowledge")
+def make_bot(root: Path) -> Path:
+    for name in KNOWLEDGE:
+        source = EXAMPLE / "knowledge" / name
+        target = root / "knowledge" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.pdf", "*.html"))
+        else:
+            shutil.copy2(source, target)
     (root / "bot.yaml").write_text(
         f"name: bench\nbackends: [\"extractive\"]\nweb:\n  public_key: {PUBLIC_KEY}\n", encoding="utf-8")
     return root
@@ -136,23 +217,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGINT)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
-async def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> None:
+async def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient() as http:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if (await http.get(url + "/readyz", timeout=2)).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url, timeout=2)).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             await asyncio.sleep(0.25)
     raise RuntimeError(f"server at {url} not ready:\n{log.read_text()[-3000:]}")
 
@@ -169,18 +248,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def chat_load(url: str, clients: int, duration: float, warmup: float) -> dict[str, Any]:
-    """``clients`` loops of (create conversation, TURNS_PER_CONVERSATION JSON turns)."""
+def summary(latencies: list[float], errors: int, seconds: float) -> dict[str, Any]:
+    return {"turns": len(latencies), "errors": errors, "seconds": round(seconds, 2),
+            "turns_per_s": round(len(latencies) / max(seconds, 1e-9), 2),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+
+
+async def chat_load(url: str, clients: int, duration: float, warmup: float,
+                    into: tuple[list[float], list[int]] | None = None) -> dict[str, Any]:
+    """``clients`` loops of (create a conversation, TURNS_PER_CONVERSATION JSON turns)."""
     qs = questions()
-    latencies: list[float] = []
-    errors = 0
+    latencies, errors = into or ([], [0])
     t0 = time.monotonic()
     measure_from, stop_at = t0 + warmup, t0 + warmup + duration
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
 
         async def client(index: int) -> None:
-            nonlocal errors
             turn = index
             while time.monotonic() < stop_at:
                 created = await http.post("/api/v1/conversations", headers={"X-Bot-Key": PUBLIC_KEY})
@@ -198,20 +282,26 @@ async def chat_load(url: str, clients: int, duration: float, warmup: float) -> d
                         if response.status_code == 200:
                             latencies.append(time.monotonic() - started)
                         else:
-                            errors += 1
+                            errors[0] += 1
 
         await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = max(1e-9, min(time.monotonic(), stop_at + 60) - measure_from)
-    return {"turns": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
-            "turns_per_s": round(len(latencies) / elapsed, 2),
-            "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+    return summary(latencies, errors[0], duration)
 
 
-async def ttft_load(url: str, streams: int, rounds: int) -> dict[str, Any]:
-    """``streams`` concurrent SSE turns, ``rounds`` times; overhead = first delta - backend delay."""
+async def alternate(base: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """botkit and bare in alternating slices (same process, same load conditions)."""
+    samples: dict[str, tuple[list[float], list[int]]] = {"botkit": ([], [0]), "bare": ([], [0])}
+    slices = 2
+    for _ in range(slices):
+        for name, prefix in (("botkit", ""), ("bare", "/bare")):
+            await chat_load(base + prefix, args.clients, args.duration / slices, args.warmup, samples[name])
+    return tuple(summary(lat, err[0], args.duration) for lat, err in samples.values())  # type: ignore[return-value]
+
+
+async def ttft_http(url: str, streams: int, rounds: int) -> list[float]:
+    """``streams`` concurrent SSE turns, ``rounds`` each (after one warm-up)."""
     overheads: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=60,
-                                 limits=httpx.Limits(max_connections=streams * 2)) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=streams * 2)) as http:
 
         async def one() -> None:
             created = (await http.post("/api/v1/conversations", headers={"X-Bot-Key": PUBLIC_KEY})).json()
@@ -224,32 +314,112 @@ async def ttft_load(url: str, streams: int, rounds: int) -> dict[str, Any]:
                     async for line in response.aiter_lines():
                         if first is None and line.startswith("event: delta"):
                             first = time.monotonic() - started
-                if index and first is not None:  # the first round warms up
+                if index and first is not None:
                     overheads.append(first - FIRST_TOKEN_DELAY_S)
 
         await asyncio.gather(*(one() for _ in range(streams)))
-    return {"streams": streams, "samples": len(overheads), "backend_first_token_ms": FIRST_TOKEN_DELAY_S * 1000,
-            "overhead_p50_ms": round(percentile(overheads, 50) * 1000, 1),
-            "overhead_p95_ms": round(percentile(overheads, 95) * 1000, 1)}
+    return overheads
 
 
-async def run_server(cmd: list[str], env: dict[str, str], port: int, log: Path, body: Any) -> dict[str, Any]:
+async def ttft(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    http_overheads = await ttft_http(base + "/scripted", args.streams, args.rounds)
+    async with httpx.AsyncClient(timeout=300) as http:
+        measured = (await http.get(f"{base}/bench/direct-ttft",
+                                   params={"streams": args.streams, "rounds": args.rounds})).json()
+    direct, retrievals = measured["overheads"], measured["retrievals"]
+    ms = lambda values, q: round(percentile(values, q) * 1000, 1)  # noqa: E731
+    return {"streams": args.streams, "samples": len(http_overheads), "backend_first_token_ms": FIRST_TOKEN_DELAY_S * 1000,
+            "turn_overhead_p50_ms": ms(http_overheads, 50), "turn_overhead_p95_ms": ms(http_overheads, 95),
+            "in_process_overhead_p50_ms": ms(direct, 50), "in_process_overhead_p95_ms": ms(direct, 95),
+            "web_layer_p50_ms": round(ms(http_overheads, 50) - ms(direct, 50), 1),
+            "web_layer_p95_ms": round(ms(http_overheads, 95) - ms(direct, 95), 1),
+            "retrieval_alone_p50_ms": ms(retrievals, 50), "retrieval_alone_p95_ms": ms(retrievals, 95)}
+
+
+class NullBot:
+    """A bot that answers instantly: isolates the web layer's own cost."""
+
+    def __init__(self, root: Path) -> None:
+        from botkit.config import load_config
+        from botkit.messages import Citation, Reply
+
+        self.config = load_config(root, environ={})
+        self.name = self.config.name
+        self.reply = Reply(conversation_id="c", text="Reset it from the sign-in page [1].", backend="null",
+                           citations=[Citation(1, "account/reset-password.md", "Resetting your password", "...")])
+
+    async def new_conversation(self, **_: Any) -> str:
+        return uuid.uuid4().hex
+
+    async def handle(self, _incoming: Any) -> Any:
+        return self.reply
+
+    async def handle_stream(self, _incoming: Any) -> AsyncIterator[Any]:
+        from botkit.messages import ReplyCitations, ReplyDelta, ReplyDone
+
+        for word in ("Reset it ", "from the sign-in page ", "[1]."):
+            yield ReplyDelta(word)
+        yield ReplyCitations(self.reply.citations)
+        yield ReplyDone(self.reply)
+
+
+async def web_layer_cost(tmp: Path, requests: int = 600) -> dict[str, Any]:
+    """Microseconds per request: botkit's app vs a bare FastAPI endpoint over the same instant bot."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from botkit.config import WebSettings
+    from botkit.messages import IncomingMessage
+    from connectors.web import service
+    from connectors.web.app import create_app
+
+    root = tmp / "null-bot"
+    root.mkdir()
+    (root / "bot.yaml").write_text(f"name: nullbot\nweb:\n  public_key: {PUBLIC_KEY}\n", encoding="utf-8")
+    bot = NullBot(root)
+    bare = FastAPI()
+
+    @bare.post("/api/v1/conversations/{conversation_id}/messages")
+    async def bare_message(conversation_id: str, body: BareMessage, accept: str = "") -> Any:
+        incoming = IncomingMessage(text=body.text, conversation_id=conversation_id, channel="web")
+        if accept:
+            return StreamingResponse((service.event_frame(e) async for e in bot.handle_stream(incoming)),
+                                     media_type="text/event-stream")
+        return (await bot.handle(incoming)).to_dict()
+
+    settings = WebSettings(public_key=PUBLIC_KEY, rate_limit_per_minute=0, conversation_rate_limit_per_minute=0)
+    botkit_app = create_app(bot, settings=settings, owns_bot=False)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=botkit_app), base_url="http://bench") as http:
+        created = (await http.post("/api/v1/conversations", headers={"X-Bot-Key": PUBLIC_KEY})).json()
+    auth = {"Authorization": f"Bearer {created['token']}"}
+    path = f"/api/v1/conversations/{created['id']}/messages"
+    timings: dict[str, list[float]] = {}
+    for mode in ("json", "sse"):
+        for name, app in (("botkit", botkit_app), ("bare", bare)):
+            headers = {**auth, "Accept": "text/event-stream"} if mode == "sse" else auth
+            url = path + ("?accept=sse" if mode == "sse" and name == "bare" else "")
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
+                for _ in range(50):  # warm up
+                    await http.post(url, json={"text": "How do I reset my password?"}, headers=headers)
+                started = time.perf_counter()
+                for _ in range(requests):
+                    response = await http.post(url, json={"text": "How do I reset my password?"}, headers=headers)
+                    assert response.status_code == 200, response.text
+                timings.setdefault(f"{mode}_{name}", []).append((time.perf_counter() - started) / requests * 1e6)
+    us = {key: round(min(values), 1) for key, values in timings.items()}
+    return {"requests": requests, "us_per_request": us,
+            "json_added_us": round(us["json_botkit"] - us["json_bare"], 1),
+            "sse_added_us": round(us["sse_botkit"] - us["sse_bare"], 1)}
+
+
+async def with_server(cmd: list[str], env: dict[str, str], ready: str, log: Path,
+                      body: Callable[[], Awaitable[Any]]) -> Any:
     process = start(cmd, env, log)
     try:
-        await wait_ready(f"http://127.0.0.1:{port}", process, log)
-        return dict(await body(f"http://127.0.0.1:{port}"))
+        await wait_ready(ready, process, log)
+        return await body()
     finally:
         stop(process)
-
-
-def postgres_url() -> str | None:
-    url = os.environ.get("BOTKIT_BENCH_POSTGRES_URL") or os.environ.get("BOTKIT_TEST_POSTGRES_URL") \
-        or "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        import asyncpg  # noqa: F401
-    except ImportError:
-        return None
-    return url
 
 
 async def pg_admin(url: str, statement: str) -> None:
@@ -264,77 +434,76 @@ async def pg_admin(url: str, statement: str) -> None:
         await connection.close()
 
 
-async def two_workers(tmp: Path, args: argparse.Namespace, botkit_cmd: list[str]) -> dict[str, Any]:
+async def two_workers(tmp: Path, bot: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``botkit serve --workers 2`` on PostgreSQL + a Chroma server (the index copied over)."""
     from sqlalchemy.engine import make_url
 
-    base = postgres_url()
+    base = (os.environ.get("BOTKIT_BENCH_POSTGRES_URL") or os.environ.get("BOTKIT_TEST_POSTGRES_URL")
+            or "postgresql://postgres@127.0.0.1:5432/postgres")
     chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    if base is None or not Path(chroma).exists():
-        return {"skipped": "needs PostgreSQL (asyncpg) and the chroma CLI"}
+    if not Path(chroma).exists():
+        return {"skipped": "the chroma CLI is missing"}
     database = f"botkit_bench_{uuid.uuid4().hex[:8]}"
     try:
         await pg_admin(base, f'CREATE DATABASE "{database}"')
-    except (OSError, Exception) as exc:  # noqa: BLE001 - report why the scenario was skipped
+    except Exception as exc:  # noqa: BLE001 - report why the scenario was skipped
         return {"skipped": f"PostgreSQL at {make_url(base).render_as_string()} unavailable: {exc}"}
-    chroma_port = free_port()
-    chroma_log = tmp / "chroma.log"
-    chroma_proc = start([chroma, "run", "--path", str(tmp / "chroma-server"), "--host", "127.0.0.1",
-                         "--port", str(chroma_port)], {}, chroma_log)
+    pg_bot = tmp / "bot-pg"
+    shutil.copytree(bot, pg_bot, ignore=shutil.ignore_patterns("botkit.db*"))
+    chroma_port, port = free_port(), free_port()
+    chroma_proc = start([chroma, "run", "--path", str(pg_bot / "data" / "chroma"), "--host", "127.0.0.1",
+                         "--port", str(chroma_port)], {}, tmp / "chroma.log")
     try:
-        bot = make_bot(tmp / "bot-pg")
         env = {"BOTKIT_DATABASE_URL": make_url(base).set(database=database).render_as_string(hide_password=False),
                "BOTKIT_KNOWLEDGE__CHROMA_URL": f"http://127.0.0.1:{chroma_port}"}
-        async with httpx.AsyncClient() as http:
-            for _ in range(120):
-                try:
-                    await http.get(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.5)
-        port = free_port()
-        return await run_server(
-            botkit_cmd + ["serve", "--bot", str(bot), "--port", str(port), "--workers", "2", "--log-level", "warning"],
-            env, port, tmp / "serve-2.log",
-            lambda url: chat_load(url, args.clients, args.duration, args.warmup))
+        await wait_ready(f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", chroma_proc, tmp / "chroma.log", 60)
+        cmd = [sys.executable, "-m", "botkit.cli", "serve", "--bot", str(pg_bot), "--port", str(port),
+               "--workers", "2", "--log-level", "warning"]
+        url = f"http://127.0.0.1:{port}"
+        return dict(await with_server(cmd, env, url + "/readyz", tmp / "serve-2.log",
+                                      lambda: chat_load(url, args.clients, args.duration, args.warmup)))
     finally:
         stop(chroma_proc)
         await pg_admin(base, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=12.0, help="Measured seconds per chat scenario.")
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="Measured seconds per chat scenario.")
+    parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--streams", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=6, help="SSE turns per stream client (after one warm-up).")
+    parser.add_argument("--rounds", type=int, default=4, help="SSE turns per stream (after one warm-up turn).")
     parser.add_argument("--no-two-workers", action="store_true")
     args = parser.parse_args()
-    botkit_cmd = [sys.executable, "-m", "botkit.cli"]
-    me = [sys.executable, str(Path(__file__).resolve())]
     started = time.monotonic()
-    results: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                           "platform": platform.platform()}, "args": vars(args)}
+    results: dict[str, Any] = {
+        "benchmark": "bench_web", "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}}
     with tempfile.TemporaryDirectory(prefix="bench-web-") as name:
         tmp = Path(name)
+        results["web_layer_cost"] = await web_layer_cost(tmp)
         bot = make_bot(tmp / "bot")
         port = free_port()
-        results["botkit_1_worker"] = await run_server(
-            botkit_cmd + ["serve", "--bot", str(bot), "--port", str(port), "--log-level", "warning"], {}, port,
-            tmp / "serve-1.log", lambda url: chat_load(url, args.clients, args.duration, args.warmup))
-        port = free_port()
-        results["bare_fastapi"] = await run_server(
-            me + ["--serve-bare", str(bot), str(port)], {}, port, tmp / "bare.log",
-            lambda url: chat_load(url, args.clients, args.duration, args.warmup))
-        port = free_port()
-        results["ttft"] = await run_server(
-            me + ["--serve-scripted", str(bot), str(port)], {}, port, tmp / "scripted.log",
-            lambda url: ttft_load(url, args.streams, args.rounds))
+        base = f"http://127.0.0.1:{port}"
+
+        async def one_worker() -> None:
+            results["botkit_1_worker"], results["bare_fastapi"] = await alternate(base, args)
+            async with httpx.AsyncClient(timeout=300) as http:
+                direct = await http.get(f"{base}/bench/direct-chat",
+                                        params={"clients": args.clients, "duration": args.duration / 2})
+                results["botkit_in_process"] = direct.json()
+            results["ttft"] = await ttft(base, args)
+
+        await with_server([sys.executable, str(Path(__file__).resolve()), "--serve", str(bot), str(port)], {},
+                          base + "/bench/ready", tmp / "serve-1.log", one_worker)
         if not args.no_two_workers:
-            results["botkit_2_workers"] = await two_workers(tmp, args, botkit_cmd)
+            results["botkit_2_workers"] = await two_workers(tmp, bot, args)
     ratio = results["botkit_1_worker"]["turns_per_s"] / max(1e-9, results["bare_fastapi"]["turns_per_s"])
     results["checks"] = {"throughput_ratio_vs_bare": round(ratio, 3), "throughput_ok": ratio >= 0.7,
-                         "ttft_overhead_ok": results["ttft"]["overhead_p95_ms"] <= 50}
+                         "ttft_overhead_ok": results["ttft"]["turn_overhead_p95_ms"] <= 50}
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_s"] = round(time.monotonic() - started, 1)
     report(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -344,29 +513,37 @@ async def main() -> None:
 
 
 def report(results: dict[str, Any]) -> None:
-    print(f"\n{'scenario':<22}{'turns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'turns':>7}{'errors':>8}")
-    for key in ("botkit_1_worker", "botkit_2_workers", "bare_fastapi"):
+    print(f"\n{'scenario':<36}{'turns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'turns':>7}{'errors':>8}")
+    labels = {"botkit_1_worker": "botkit, 1 worker (SQLite, Chroma)", "bare_fastapi": "bare FastAPI, same work",
+              "botkit_in_process": "bot.handle in-process (no HTTP)",
+              "botkit_2_workers": "botkit, 2 workers (PG, Chroma srv)"}
+    for key, label in labels.items():
         row = results.get(key)
         if row is None:
             continue
         if "skipped" in row:
-            print(f"{key:<22}  skipped: {row['skipped']}")
+            print(f"{label:<36}  skipped: {row['skipped']}")
             continue
-        print(f"{key:<22}{row['turns_per_s']:>9}{row['p50_ms']:>9}{row['p99_ms']:>9}{row['turns']:>7}{row['errors']:>8}")
-    ttft = results["ttft"]
-    checks = results["checks"]
-    print(f"\nbotkit / bare throughput: {checks['throughput_ratio_vs_bare']}x (target >= 0.7: "
-          f"{'ok' if checks['throughput_ok'] else 'MISSED'})")
-    print(f"SSE first-token overhead over a {ttft['backend_first_token_ms']:.0f} ms backend, {ttft['streams']} streams: "
-          f"p50 {ttft['overhead_p50_ms']} ms, p95 {ttft['overhead_p95_ms']} ms (target p95 <= 50: "
-          f"{'ok' if checks['ttft_overhead_ok'] else 'MISSED'})")
-    print(f"wall time {results['wall_s']} s")
+        print(f"{label:<36}{row['turns_per_s']:>9}{row['p50_ms']:>9}{row['p99_ms']:>9}{row['turns']:>7}{row['errors']:>8}")
+    t, checks = results["ttft"], results["checks"]
+    print(f"\nbotkit / bare throughput: {checks['throughput_ratio_vs_bare']}x "
+          f"(target >= 0.7: {'ok' if checks['throughput_ok'] else 'MISSED'})")
+    print(f"first-token overhead over a {t['backend_first_token_ms']:.0f} ms backend first token, {t['streams']} SSE streams:")
+    print(f"  whole turn over HTTP   p50 {t['turn_overhead_p50_ms']:>7} ms   p95 {t['turn_overhead_p95_ms']:>7} ms "
+          f"(target p95 <= 50: {'ok' if checks['ttft_overhead_ok'] else 'MISSED'})")
+    print(f"  bot.handle_stream only p50 {t['in_process_overhead_p50_ms']:>7} ms   p95 {t['in_process_overhead_p95_ms']:>7} ms")
+    print(f"  web layer (difference) p50 {t['web_layer_p50_ms']:>7} ms   p95 {t['web_layer_p95_ms']:>7} ms")
+    print(f"  retrieval alone        p50 {t['retrieval_alone_p50_ms']:>7} ms   p95 {t['retrieval_alone_p95_ms']:>7} ms "
+          f"(query embedding, same concurrency)")
+    w = results["web_layer_cost"]["us_per_request"]
+    print(f"web layer CPU per request (instant bot, in-process): JSON {w['json_botkit']} us vs bare {w['json_bare']} us; "
+          f"SSE {w['sse_botkit']} us vs bare {w['sse_bare']} us")
+    print(f"load average {results['machine']['load_average_at_start']} -> {results['machine']['load_average_at_end']}; "
+          f"wall time {results['wall_s']} s")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve-bare":
-        serve_bare(sys.argv[2], int(sys.argv[3]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "--serve-scripted":
-        serve_scripted(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]))
     else:
         asyncio.run(main())

@@ -1,4 +1,8 @@
-"""Shared state of one web app and the FastAPI dependencies that guard its routes."""
+"""Shared state of one web app and the FastAPI dependencies that guard its routes.
+
+Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a
+thread pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ class WebState:
             self._keys = None
 
 
-def get_state(request: Request) -> WebState:
+async def get_state(request: Request) -> WebState:
     """The app's :class:`WebState`."""
     state: WebState = request.app.state.web
     return state
@@ -66,7 +70,7 @@ def too_many(seconds: float, what: str) -> HTTPException:
     return HTTPException(429, f"too many requests {what}; retry later", {"Retry-After": RateLimiter.retry_after(seconds)})
 
 
-def limit_ip(request: Request, state: State) -> None:
+async def limit_ip(request: Request, state: State) -> None:
     """Rate limit per client IP (``web.rate_limit_per_minute``)."""
     wait = state.ip_limiter.hit(client_ip(request))
     if wait is not None:
@@ -84,7 +88,7 @@ def check_origin(request: Request, state: State) -> None:
         raise HTTPException(403, "this origin is not allowed to use the bot (web.allowed_origins)")
 
 
-def require_public_key(
+async def require_public_key(
     request: Request, state: State, key: Annotated[str | None, Depends(_bot_key)]
 ) -> None:
     """The ``X-Bot-Key`` header must be the bot's public key, sent from an allowed origin."""
@@ -93,7 +97,7 @@ def require_public_key(
         raise HTTPException(401, "missing or wrong X-Bot-Key", {"WWW-Authenticate": "X-Bot-Key"})
 
 
-def conversation_access(
+async def conversation_access(
     request: Request,
     state: State,
     credentials: Bearer,

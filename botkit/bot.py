@@ -21,10 +21,11 @@ from botkit.backends.base import Backend
 from botkit.config import BotConfig, load_config
 from botkit.dialogue import DialogueManager
 from botkit.errors import ConfigError, RetrievalError
-from botkit.messages import IncomingMessage, Reply, ReplyEvent
+from botkit.messages import IncomingMessage, Reply, ReplyDone, ReplyEvent
 from botkit.policy import EscalationPolicy
 from botkit.router import Router
 from botkit.store.base import Conversation, ConversationState, ConversationStore, Message
+from botkit.webhooks import Observer, feedback_event, notify, turn_events
 
 T = TypeVar("T")
 
@@ -52,6 +53,8 @@ class Bot:
         self._router: Router | None = None
         self._start_lock = asyncio.Lock()
         self._loop_thread: _LoopThread | None = None
+        self.observers: list[Observer] = []
+        """Async callables told of each turn's messages, handoffs and feedback (:mod:`botkit.webhooks`)."""
 
     @classmethod
     def from_dir(
@@ -145,12 +148,16 @@ class Bot:
 
     async def handle(self, incoming: IncomingMessage) -> Reply:
         """Run one turn for a connector's message."""
-        return await (await self._dm()).handle(incoming)
+        reply = await (await self._dm()).handle(incoming)
+        await notify(self.observers, turn_events(self.name, incoming, reply))
+        return reply
 
     async def handle_stream(self, incoming: IncomingMessage) -> AsyncIterator[ReplyEvent]:
         """Run one turn, streaming :data:`~botkit.messages.ReplyEvent`s."""
         manager = await self._dm()
         async for event in manager.handle_stream(incoming):
+            if isinstance(event, ReplyDone) and self.observers:
+                await notify(self.observers, turn_events(self.name, incoming, event.reply))
             yield event
 
     async def reply(
@@ -199,7 +206,8 @@ class Bot:
     ) -> None:
         """Record thumbs up (+1) or down (-1) on a conversation or one of its replies."""
         await self._dm()
-        await self.store.add_feedback(conversation_id, rating, message_id=message_id, comment=comment)
+        recorded = await self.store.add_feedback(conversation_id, rating, message_id=message_id, comment=comment)
+        await notify(self.observers, [feedback_event(self.name, recorded)])
 
     async def list_conversations(
         self, *, state: ConversationState | None = None, limit: int = 50, offset: int = 0

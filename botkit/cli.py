@@ -33,6 +33,9 @@ COMMAND_MODULES = (
     "botkit.commands.slack",
     "botkit.commands.keys",
     "botkit.commands.evaluate",
+    "botkit.commands.agents",
+    "botkit.commands.webhooks",
+    "botkit.commands.report",
 )
 
 for _name in COMMAND_MODULES:

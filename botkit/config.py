@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +149,86 @@ class SlackSettings(BaseModel):
         return value if value.endswith("/") else value + "/"
 
 
+class TokenPrice(BaseModel):
+    """Price of one backend's tokens, in your currency per 1,000 tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: float = Field(0.0, ge=0, description="Price per 1,000 prompt tokens.")
+    completion: float = Field(0.0, ge=0, description="Price per 1,000 completion tokens.")
+
+    def __repr__(self) -> str:
+        return f"{{prompt: {self.prompt}, completion: {self.completion}}}"
+
+
+def _default_prices() -> dict[str, TokenPrice]:
+    # OpenAI list prices (USD) when this table was written; local backends cost 0.
+    return {"gpt-4o-mini": TokenPrice(prompt=0.00015, completion=0.0006),
+            "gpt-4o": TokenPrice(prompt=0.0025, completion=0.01)}
+
+
+class ConsoleSettings(BaseModel):
+    """The ``console:`` section: the agent console (``/console``) and analytics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve the agent console and analytics at /console with `botkit serve`.")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long an agent stays signed in.")
+    login_attempts_per_minute: int = Field(10, ge=1, description="Sign-in attempts per minute per client IP.")
+    prices: dict[str, TokenPrice] = Field(
+        default_factory=_default_prices,
+        description="Token prices per backend (a backend string such as openai:gpt-4o-mini, or its model name) "
+        "for the estimated cost in analytics; unlisted backends cost 0.",
+    )
+    gap_distance: float = Field(
+        0.7, gt=0, lt=2, description="Knowledge-gap finder: average cosine distance under which questions join one cluster "
+        "(lower: more, tighter clusters)."
+    )
+
+
+class BusinessHoursSettings(BaseModel):
+    """The ``business_hours:`` section: when people answer handed-off conversations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Tell visitors, outside these hours, when a person will answer.")
+    timezone: str = Field("UTC", description="IANA time zone of the hours below, e.g. Europe/Paris.")
+    hours: dict[str, list[str]] = Field(
+        default_factory=lambda: {day: ["09:00-17:00"] for day in ("mon", "tue", "wed", "thu", "fri")},
+        description="Opening hours per weekday (mon..sun), each a list of HH:MM-HH:MM ranges; missing days are closed.",
+    )
+    holidays: list[str] = Field(default_factory=list, description="Closed dates, YYYY-MM-DD.")
+    message: str = Field(
+        "Our support team is offline right now. A person will reply here {next_open}. "
+        "If you'd rather hear from us by email, leave your email address in this chat.",
+        description="What a handoff says outside business hours; {next_open} becomes e.g. 'on Monday at 09:00 (UTC)'.",
+    )
+
+    @field_validator("hours")
+    @classmethod
+    def _check_hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for day, ranges in value.items():
+            if day not in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
+                raise ValueError(f"unknown weekday {day!r}; use mon, tue, wed, thu, fri, sat, sun")
+            for item in ranges:
+                if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d", item) or item[:5] >= item[6:]:
+                    raise ValueError(f"{day}: {item!r} is not a range like 09:00-17:00")
+        return value
+
+
+class WebhookSettings(BaseModel):
+    """The ``webhooks:`` section: delivery of signed outgoing webhooks (endpoints: `botkit webhooks add`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deliver: bool = Field(True, description="Run the delivery worker inside `botkit serve`.")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Deadline of one delivery request.")
+    max_attempts: int = Field(10, ge=1, le=50, description="Attempts before a delivery is given up.")
+    backoff_s: float = Field(5.0, gt=0, description="Wait before the first retry; doubled after each failure.")
+    max_backoff_s: float = Field(3600.0, gt=0, description="Longest wait between two attempts.")
+    poll_interval_s: float = Field(2.0, gt=0, le=300, description="How often the worker looks for due deliveries.")
+
+
 class BotConfig(BaseModel):
     """The whole bot configuration (``bot.yaml``)."""
 
@@ -168,6 +249,9 @@ class BotConfig(BaseModel):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    business_hours: BusinessHoursSettings = Field(default_factory=BusinessHoursSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     # Set by load_config, not by users.
     root: Path = Field(default_factory=Path.cwd, exclude=True)

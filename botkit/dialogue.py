@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from botkit.agents import handoff_message  # escalation.message, or when people answer (business hours)
 from botkit.backends.base import Completion, Done, TextDelta
 from botkit.config import BotConfig
 from botkit.errors import BackendError, InvalidMessage, StoreError
@@ -288,7 +289,7 @@ class DialogueManager:
             conversation.id, {"handoff_reason": decision.reason, "handoff_at": time.time(), "abstentions": None}
         )
         await self.store.set_state(conversation.id, "handoff")
-        reply = await self._record(conversation, user, self.config.escalation.message, [], None, started, abstained=False, handoff=True)
+        reply = await self._record(conversation, user, handoff_message(self.config), [], None, started, abstained=False, handoff=True)
         log.info("conversation %s handed off: %s", conversation.id, decision.reason)
         return reply
 

@@ -1,0 +1,317 @@
+"""Agent accounts for the console, their sign-in sessions, and business hours.
+
+Passwords are hashed with Argon2id (``argon2-cffi``); a session is a 256-bit random token
+(the database keeps its SHA-256) with an expiry and a CSRF token of its own. Roles:
+``admin`` sees every bot, ``agent`` only the bots in its ``bots`` list.
+
+>>> agents = AgentDirectory.from_url(config.resolved_database_url)   # doctest: +SKIP
+>>> agent = await agents.create("ana@example.com", "a long password", bots=["acme"])
+>>> await agents.authenticate("ana@example.com", "a long password")
+
+:func:`handoff_message` is what the dialogue manager says when it hands a conversation to
+a person: ``escalation.message`` during business hours, else when someone will answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Literal
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from botkit._tables import agent_sessions, agents, reading, writing
+from botkit.config import BotConfig, BusinessHoursSettings
+from botkit.errors import ConfigError, StoreError
+
+AgentRole = Literal["agent", "admin"]
+ROLES: tuple[AgentRole, ...] = ("agent", "admin")
+MIN_PASSWORD_CHARS = 10
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A person who answers handed-off conversations (never their password)."""
+
+    id: str
+    email: str
+    role: AgentRole
+    bots: tuple[str, ...]
+    created_at: datetime
+    disabled: bool = False
+
+    def can_see(self, bot: str) -> bool:
+        """Whether this agent may read and answer conversations of ``bot``."""
+        return self.role == "admin" or bot in self.bots
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in agent and the CSRF token of the session."""
+
+    agent: Agent
+    csrf: str
+    expires_at: datetime
+
+
+def _hasher() -> Any:
+    try:
+        from argon2 import PasswordHasher
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise ConfigError("agent passwords need argon2-cffi", hint="pip install argon2-cffi") from exc
+    return PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """The Argon2id hash of ``password`` (raises :class:`ValueError` when it is too short)."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
+    return str(_hasher().hash(password))
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches the stored hash (constant time)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    try:
+        return bool(_hasher().verify(password_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+_DUMMY_HASH: str | None = None
+
+
+def _token_id(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+def _to_agent(row: Any) -> Agent:
+    created = _utc(row.created_at)
+    assert created is not None
+    return Agent(id=row.id, email=row.email, role=row.role, bots=tuple(row.bots or ()), created_at=created,
+                 disabled=row.disabled_at is not None)
+
+
+class AgentDirectory:
+    """Agent accounts and console sessions in the bot's database.
+
+    Takes an :class:`AsyncEngine` (no I/O in the constructor) or builds one with
+    :meth:`from_url`. Database failures raise :class:`~botkit.errors.StoreError`.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+        self.engine = engine
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, database_url: str) -> AgentDirectory:
+        """Agents in the database at ``database_url``, on an engine of their own."""
+        from botkit.store.engine import create_engine
+
+        return cls(create_engine(database_url), owns_engine=True)
+
+    async def migrate(self) -> None:
+        """Bring the schema up to date (the store does it when it opens)."""
+        from botkit.store.migrate import ensure_schema
+
+        await ensure_schema(self.engine)
+
+    async def aclose(self) -> None:
+        """Dispose the engine if :meth:`from_url` created it."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def create(
+        self, email: str, password: str, *, role: AgentRole = "agent", bots: list[str] | tuple[str, ...] = ()
+    ) -> Agent:
+        """Create an account; :class:`ValueError` for a bad email, role or password,
+        :class:`StoreError` when the email is taken."""
+        email = email.strip().lower()
+        if not _EMAIL.match(email):
+            raise ValueError(f"{email!r} is not an email address")
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+        values = {"id": secrets.token_hex(8), "email": email, "password_hash": hash_password(password), "role": role,
+                  "bots": sorted(set(bots)), "created_at": datetime.now(timezone.utc), "disabled_at": None}
+        try:
+            async with writing(self.engine, "create an agent", passthrough=(IntegrityError,)) as conn:
+                await conn.execute(agents.insert().values(values))
+        except IntegrityError as exc:
+            raise StoreError(f"an agent with email {email} already exists") from exc
+        return Agent(id=values["id"], email=email, role=role, bots=tuple(values["bots"]), created_at=values["created_at"])
+
+    async def get(self, agent_id: str) -> Agent | None:
+        """The agent with this id, or ``None``."""
+        async with reading(self.engine, "read an agent") as conn:
+            row = (await conn.execute(select(agents).where(agents.c.id == agent_id))).first()
+        return None if row is None else _to_agent(row)
+
+    async def find(self, email: str) -> Agent | None:
+        """The agent with this email, or ``None``."""
+        async with reading(self.engine, "read an agent") as conn:
+            row = (await conn.execute(select(agents).where(agents.c.email == email.strip().lower()))).first()
+        return None if row is None else _to_agent(row)
+
+    async def list(self) -> list[Agent]:
+        """Every account, oldest first."""
+        async with reading(self.engine, "list agents") as conn:
+            rows = (await conn.execute(select(agents).order_by(agents.c.created_at, agents.c.email))).all()
+        return [_to_agent(row) for row in rows]
+
+    async def update(self, email: str, *, password: str | None = None, role: AgentRole | None = None,
+                     bots: list[str] | None = None, disabled: bool | None = None) -> bool:
+        """Change an account (a disabled one cannot sign in; its sessions end); ``False`` if unknown."""
+        values: dict[str, Any] = {}
+        if password is not None:
+            values["password_hash"] = hash_password(password)
+        if role is not None:
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+            values["role"] = role
+        if bots is not None:
+            values["bots"] = sorted(set(bots))
+        if disabled is not None:
+            values["disabled_at"] = datetime.now(timezone.utc) if disabled else None
+        if not values:
+            return await self.find(email) is not None
+        async with writing(self.engine, "update an agent") as conn:
+            result = await conn.execute(update(agents).where(agents.c.email == email.strip().lower()).values(values))
+            if result.rowcount and (password is not None or disabled):
+                ids = select(agents.c.id).where(agents.c.email == email.strip().lower()).scalar_subquery()
+                await conn.execute(delete(agent_sessions).where(agent_sessions.c.agent_id == ids))
+        return bool(result.rowcount)
+
+    async def remove(self, email: str) -> bool:
+        """Delete an account (and its sessions and claims); ``False`` when unknown."""
+        async with writing(self.engine, "remove an agent") as conn:
+            result = await conn.execute(delete(agents).where(agents.c.email == email.strip().lower()))
+        return bool(result.rowcount)
+
+    async def authenticate(self, email: str, password: str) -> Agent | None:
+        """The active agent with these credentials, else ``None`` (same work either way)."""
+        global _DUMMY_HASH
+        async with reading(self.engine, "check an agent's password") as conn:
+            row = (await conn.execute(select(agents).where(agents.c.email == email.strip().lower()))).first()
+        if row is None:
+            _DUMMY_HASH = _DUMMY_HASH or hash_password("not a real password, only timing")
+            verify_password(_DUMMY_HASH, password)
+            return None
+        if not verify_password(row.password_hash, password) or row.disabled_at is not None:
+            return None
+        return _to_agent(row)
+
+    async def start_session(self, agent: Agent, *, hours: float) -> tuple[str, Session]:
+        """Sign ``agent`` in for ``hours``: the session token (for the cookie) and the session."""
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        at = datetime.now(timezone.utc)
+        expires = at + timedelta(hours=hours)
+        async with writing(self.engine, "start a console session") as conn:
+            await conn.execute(delete(agent_sessions).where(agent_sessions.c.expires_at < at))
+            await conn.execute(agent_sessions.insert().values(
+                id=_token_id(token), agent_id=agent.id, csrf=csrf, created_at=at, expires_at=expires))
+        return token, Session(agent=agent, csrf=csrf, expires_at=expires)
+
+    async def session(self, token: str | None, *, now: datetime | None = None) -> Session | None:
+        """The live session of ``token`` (not expired, agent not disabled), else ``None``."""
+        if not token:
+            return None
+        query = select(agent_sessions.c.csrf, agent_sessions.c.expires_at, agents).join(
+            agents, agents.c.id == agent_sessions.c.agent_id).where(agent_sessions.c.id == _token_id(token))
+        async with reading(self.engine, "read a console session") as conn:
+            row = (await conn.execute(query)).first()
+        expires = _utc(row.expires_at) if row is not None else None
+        if row is None or expires is None or expires <= (now or datetime.now(timezone.utc)) or row.disabled_at:
+            return None
+        return Session(agent=_to_agent(row), csrf=row.csrf, expires_at=expires)
+
+    async def end_session(self, token: str | None) -> None:
+        """Sign out (idempotent)."""
+        if token:
+            async with writing(self.engine, "end a console session") as conn:
+                await conn.execute(delete(agent_sessions).where(agent_sessions.c.id == _token_id(token)))
+
+
+# -- business hours ---------------------------------------------------------------------------
+
+
+def _zone(settings: BusinessHoursSettings) -> Any:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"business_hours.timezone: unknown time zone {settings.timezone!r}",
+                          hint="use an IANA name such as Europe/Paris") from exc
+
+
+def _ranges(settings: BusinessHoursSettings, day: date) -> list[tuple[time, time | None]]:
+    if day.isoformat() in settings.holidays:
+        return []
+    out: list[tuple[time, time | None]] = []
+    for item in settings.hours.get(_DAYS[day.weekday()], []):
+        start, end = item.split("-")
+        out.append((time.fromisoformat(start), None if end == "24:00" else time.fromisoformat(end)))
+    return sorted(out, key=lambda r: r[0])
+
+
+def next_opening(settings: BusinessHoursSettings, now: datetime | None = None) -> datetime | None:
+    """When people answer next, in the business time zone: ``now`` itself when open, ``None``
+    when no opening hours fall in the next two weeks."""
+    zone = _zone(settings)
+    local = (now or datetime.now(timezone.utc)).astimezone(zone)
+    for offset in range(15):
+        day = local.date() + timedelta(days=offset)
+        for start, end in _ranges(settings, day):
+            opens = datetime.combine(day, start, tzinfo=zone)
+            closes = datetime.combine(day, end, tzinfo=zone) if end else datetime.combine(
+                day + timedelta(days=1), time(0), tzinfo=zone)
+            if local < closes:
+                return max(opens, local)
+    return None
+
+
+def is_open(settings: BusinessHoursSettings, now: datetime | None = None) -> bool:
+    """Whether people answer right now (always, when business hours are off)."""
+    if not settings.enabled:
+        return True
+    at = (now or datetime.now(timezone.utc)).astimezone(_zone(settings))
+    return next_opening(settings, at) == at
+
+
+def handoff_message(config: BotConfig, now: datetime | None = None) -> str:
+    """What the bot says when it hands a conversation to a person at ``now`` (default: now).
+
+    ``escalation.message`` during business hours (or when they are off); outside them,
+    ``business_hours.message`` with ``{next_open}`` filled in (``on Monday at 09:00 (UTC)``).
+    """
+    settings = config.business_hours
+    at = now or datetime.now(timezone.utc)
+    if is_open(settings, at):
+        return config.escalation.message
+    opening = next_opening(settings, at)
+    if opening is None:
+        when = "as soon as possible"
+    else:
+        local = at.astimezone(opening.tzinfo)
+        day = ("today" if opening.date() == local.date() else "tomorrow"
+               if opening.date() == local.date() + timedelta(days=1) else f"on {opening:%A}")
+        when = f"{day} at {opening:%H:%M} ({settings.timezone})"
+    return settings.message.replace("{next_open}", when)
+
+
+__all__ = [
+    "Agent", "AgentDirectory", "AgentRole", "Session", "handoff_message", "hash_password", "is_open",
+    "next_opening", "verify_password",
+]

@@ -1,9 +1,12 @@
 """Retrieval quality on examples/faq-agent/questions.jsonl: hybrid vs vector-only vs lexical.
 
 hit@1/3/5 and MRR (cut-off 5) per question kind and overall, over the questions with
-expected sources, using the history-aware query (:func:`knowledge.query.contextualize`)
-and the default settings (score threshold included). Targets: hit@3 >= 0.9 overall, and
-hybrid >= vector-only. Nothing here is tuned to this question set.
+expected sources, using the history-aware query (:func:`knowledge.query.contextualize`).
+Two settings of the score threshold: the default (what the bot does: a relevant passage
+under the threshold counts as a miss), and 0 (ranking quality alone). For the questions
+with no expected source, the share that retrieve nothing is reported too (what the
+threshold is for). Targets: hit@3 >= 0.9 overall, and hybrid >= vector-only. Nothing here
+is tuned to this question set.
 
     .venv/bin/python benchmarks/bench_quality.py [--k 5] [--questions PATH]
 """
@@ -32,7 +35,11 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
+    import json
+
     questions = load_questions(args.questions)
+    lines = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    unanswerable = [line for line in lines if not line.get("expected_sources")]
     settings = KnowledgeSettings()
     embedder = load_embedder(settings.embedding_model, device=args.device)
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
@@ -44,33 +51,58 @@ def main() -> None:
               f"in {report.seconds:.0f}s", flush=True)
         vectors = embedder.embed([q.query for q in questions])
         by_query = {q.query: v for q, v in zip(questions, vectors)}
-        results = {}
-        for mode in MODES:
-            overall, by_kind = evaluate(
-                lambda q, m=mode: kb.retriever.retrieve_by_vector(by_query[q.query], query_text=q.query, k=args.k, mode=m),
-                questions,
-            )
-            results[mode] = {"overall": overall.to_dict(), "by_kind": {k: v.to_dict() for k, v in by_kind.items()},
-                             "misses_at_3": sorted(q for q, r in overall.ranks.items() if r is None or r > 3)}
+        empty_vectors = embedder.embed([line["question"] for line in unanswerable]) if unanswerable else []
+        results: dict = {}
+        rejection: dict = {}
+        for threshold in (settings.score_threshold, 0.0):
+            for mode in MODES:
+                overall, by_kind = evaluate(
+                    lambda q, m=mode, t=threshold: kb.retriever.retrieve_by_vector(
+                        by_query[q.query], query_text=q.query, k=args.k, mode=m, threshold=t),
+                    questions,
+                )
+                results[(threshold, mode)] = {
+                    "overall": overall.to_dict(), "by_kind": {k: v.to_dict() for k, v in by_kind.items()},
+                    "misses_at_3": sorted(q for q, r in overall.ranks.items() if r is None or r > 3),
+                }
+            for mode in MODES:
+                empty: dict[str, list[int]] = {}
+                for line, vector in zip(unanswerable, empty_vectors):
+                    got = kb.retriever.retrieve_by_vector(vector, query_text=line["question"], k=args.k, mode=mode,
+                                                          threshold=threshold)
+                    empty.setdefault(line.get("kind", "-"), []).append(int(not got))
+                rejection[(threshold, mode)] = {kind: sum(v) / len(v) for kind, v in sorted(empty.items())}
         kb.close()
 
-    kinds = list(results["hybrid"]["by_kind"])
-    rows = []
-    for kind in [*kinds, "all"]:
+    default = settings.score_threshold
+    kinds = list(results[(default, "hybrid")]["by_kind"])
+    for threshold in (default, 0.0):
+        rows = []
+        for kind in [*kinds, "all"]:
+            for mode in MODES:
+                r = results[(threshold, mode)]
+                m = r["overall"] if kind == "all" else r["by_kind"][kind]
+                rows.append([kind if mode == "hybrid" else "", mode, m["n"], m["hit@1"], m["hit@3"], m["hit@5"], m["mrr"]])
+        label = "default" if threshold == default else "ranking only"
+        print()
+        print(f"Retrieval quality on {args.questions.name} ({len(questions)} questions with expected sources, "
+              f"k={args.k}, score threshold {threshold} = {label}):")
+        print(table(["kind", "mode", "n", "hit@1", "hit@3", "hit@5", "mrr"], rows))
         for mode in MODES:
-            m = results[mode]["overall"] if kind == "all" else results[mode]["by_kind"][kind]
-            rows.append([kind if mode == "hybrid" else "", mode, m["n"], m["hit@1"], m["hit@3"], m["hit@5"], m["mrr"]])
-    print()
-    print(f"Retrieval quality on {args.questions.name} ({len(questions)} questions with expected sources, k={args.k}, "
-          f"threshold {settings.score_threshold}):")
-    print(table(["kind", "mode", "n", "hit@1", "hit@3", "hit@5", "mrr"], rows))
-    for mode in MODES:
-        print(f"{mode} misses at 3: {', '.join(results[mode]['misses_at_3']) or '-'}")
-    hybrid, vector = results["hybrid"]["overall"], results["vector"]["overall"]
-    print(f"\ntargets: hybrid hit@3 {hybrid['hit@3']:.3f} (>= 0.9: {'met' if hybrid['hit@3'] >= 0.9 else 'NOT met'}); "
-          f"hybrid >= vector-only on hit@3 and MRR: "
-          f"{'met' if hybrid['hit@3'] >= vector['hit@3'] and hybrid['mrr'] >= vector['mrr'] else 'NOT met'}")
-    path = write_results("bench_quality", {"k": args.k, "questions": len(questions), "results": results})
+            print(f"  {mode} misses at 3: {', '.join(results[(threshold, mode)]['misses_at_3']) or '-'}")
+        hybrid, vector = results[(threshold, "hybrid")]["overall"], results[(threshold, "vector")]["overall"]
+        print(f"  targets: hybrid hit@3 {hybrid['hit@3']:.3f} (>= 0.9: {'met' if hybrid['hit@3'] >= 0.9 else 'NOT met'}); "
+              "hybrid >= vector-only (hit@3 and MRR): "
+              f"{'met' if hybrid['hit@3'] >= vector['hit@3'] and hybrid['mrr'] >= vector['mrr'] else 'NOT met'}")
+        print("  questions without expected sources that retrieve nothing: " + "; ".join(
+            f"{mode}: " + ", ".join(f"{kind} {share:.2f}" for kind, share in rejection[(threshold, mode)].items())
+            for mode in MODES))
+    payload = {
+        f"threshold_{threshold}": {mode: results[(threshold, mode)] | {"empty_when_unanswerable": rejection[(threshold, mode)]}
+                                   for mode in MODES}
+        for threshold in (default, 0.0)
+    }
+    path = write_results("bench_quality", {"k": args.k, "questions": len(questions), "results": payload})
     print(f"wrote {path}")
 
 

@@ -85,7 +85,8 @@ def serve(bot_dir: str, port: int) -> None:
     for _ in range(20_000):
         scripted_backend.enqueue("Reset it from the sign-in page [1]. The link is valid for 60 minutes.",
                                  first_token_delay=FIRST_TOKEN_DELAY_S,
-                                 chunks=["Reset it ", "from the sign-in page [1]. ", "The link is valid for 60 minutes."])
+                                 chunks=["Reset it ", "from the sign-in page [1]. ",
+                                         "The link is valid for 60 minutes."])
     scripted = Bot(config, backends=[scripted_backend], knowledge=bot.knowledge)
     extractive = ExtractiveBackend(config=config)
     bare = FastAPI()
@@ -329,7 +330,8 @@ async def ttft(base: str, args: argparse.Namespace) -> dict[str, Any]:
                                    params={"streams": args.streams, "rounds": args.rounds})).json()
     direct, retrievals = measured["overheads"], measured["retrievals"]
     ms = lambda values, q: round(percentile(values, q) * 1000, 1)  # noqa: E731
-    return {"streams": args.streams, "samples": len(http_overheads), "backend_first_token_ms": FIRST_TOKEN_DELAY_S * 1000,
+    return {"streams": args.streams, "samples": len(http_overheads),
+            "backend_first_token_ms": FIRST_TOKEN_DELAY_S * 1000,
             "turn_overhead_p50_ms": ms(http_overheads, 50), "turn_overhead_p95_ms": ms(http_overheads, 95),
             "in_process_overhead_p50_ms": ms(direct, 50), "in_process_overhead_p95_ms": ms(direct, 95),
             "web_layer_p50_ms": round(ms(http_overheads, 50) - ms(direct, 50), 1),
@@ -508,7 +510,8 @@ async def main() -> None:
             results["botkit_2_workers"] = {"skipped": f"over the {args.budget:.0f} s time budget (machine busy?)"}
         else:
             results["botkit_2_workers"] = await two_workers(tmp, bot, args)
-            results["phases_s"]["two_workers"] = round(time.monotonic() - started - results["phases_s"]["one_worker"], 1)
+            elapsed = time.monotonic() - started
+            results["phases_s"]["two_workers"] = round(elapsed - results["phases_s"]["one_worker"], 1)
     ratio = results["botkit_1_worker"]["turns_per_s"] / max(1e-9, results["bare_fastapi"]["turns_per_s"])
     results["checks"] = {"throughput_ratio_vs_bare": round(ratio, 3), "throughput_ok": ratio >= 0.7,
                          "ttft_overhead_ok": results["ttft"]["turn_overhead_p95_ms"] <= 50}
@@ -537,15 +540,18 @@ def report(results: dict[str, Any]) -> None:
     t, checks = results["ttft"], results["checks"]
     print(f"\nbotkit / bare throughput: {checks['throughput_ratio_vs_bare']}x "
           f"(target >= 0.7: {'ok' if checks['throughput_ok'] else 'MISSED'})")
-    print(f"first-token overhead over a {t['backend_first_token_ms']:.0f} ms backend first token, {t['streams']} SSE streams:")
+    print(f"first-token overhead over a {t['backend_first_token_ms']:.0f} ms backend first token, "
+          f"{t['streams']} SSE streams:")
     print(f"  whole turn over HTTP   p50 {t['turn_overhead_p50_ms']:>7} ms   p95 {t['turn_overhead_p95_ms']:>7} ms "
           f"(target p95 <= 50: {'ok' if checks['ttft_overhead_ok'] else 'MISSED'})")
-    print(f"  bot.handle_stream only p50 {t['in_process_overhead_p50_ms']:>7} ms   p95 {t['in_process_overhead_p95_ms']:>7} ms")
+    print(f"  bot.handle_stream only p50 {t['in_process_overhead_p50_ms']:>7} ms   "
+          f"p95 {t['in_process_overhead_p95_ms']:>7} ms")
     print(f"  web layer (difference) p50 {t['web_layer_p50_ms']:>7} ms   p95 {t['web_layer_p95_ms']:>7} ms")
     print(f"  retrieval alone        p50 {t['retrieval_alone_p50_ms']:>7} ms   p95 {t['retrieval_alone_p95_ms']:>7} ms "
           f"(query embedding, same concurrency)")
     w = results["web_layer_cost"]["us_per_request"]
-    print(f"web layer CPU per request (instant bot, in-process): JSON {w['json_botkit']} us vs bare {w['json_bare']} us; "
+    print(f"web layer CPU per request (instant bot, in-process): "
+          f"JSON {w['json_botkit']} us vs bare {w['json_bare']} us; "
           f"SSE {w['sse_botkit']} us vs bare {w['sse_bare']} us")
     print(f"load average {results['machine']['load_average_at_start']} -> {results['machine']['load_average_at_end']}; "
           f"wall time {results['wall_s']} s")

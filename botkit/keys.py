@@ -66,8 +66,8 @@ class ApiKeys:
     """Create, list, revoke and verify API keys in the bot's database.
 
     Takes an :class:`AsyncEngine` on the bot's database (no I/O in the constructor), or
-    builds one with :meth:`from_url`; each method is one unit of work. Database failures raise :class:`~botkit.errors.StoreUnavailable` or
-    :class:`~botkit.errors.StoreError`.
+    builds one with :meth:`from_url`; each method is one unit of work. Database failures
+    raise :class:`~botkit.errors.StoreUnavailable` or :class:`~botkit.errors.StoreError`.
     """
 
     def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:

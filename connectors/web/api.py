@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import html
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -89,14 +89,14 @@ async def post_feedback(conversation_id: ConversationId, body: p.FeedbackIn, sta
 
 @admin.get("/conversations", response_model=p.ConversationList)
 async def list_conversations(
-    state: State, _key: AdminKey, conversation_state: Annotated[str | None, Query(alias="state",
-                                                                          pattern="^(bot|handoff|closed)$")] = None,
+    state: State, _key: AdminKey,
+    conversation_state: Annotated[Literal["bot", "handoff", "closed"] | None, Query(alias="state")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
 ) -> p.ConversationList:
     """This bot's conversations, most recently active first (needs an API key)."""
-    found = await state.bot.list_conversations(state=conversation_state, limit=limit, offset=offset)  # type: ignore[arg-type]
-    return p.ConversationList(conversations=[p.ConversationSummary(**service.render_conversation(c)) for c in found],
-                              limit=limit, offset=offset)
+    found = await state.bot.list_conversations(state=conversation_state, limit=limit, offset=offset)
+    summaries = [p.ConversationSummary(**service.render_conversation(c)) for c in found]
+    return p.ConversationList(conversations=summaries, limit=limit, offset=offset)
 
 
 @admin.post("/ingest", response_model=p.IngestResult)

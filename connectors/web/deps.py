@@ -67,7 +67,8 @@ def client_ip(request: Request) -> str:
 
 def too_many(seconds: float, what: str) -> HTTPException:
     """A 429 with ``Retry-After``."""
-    return HTTPException(429, f"too many requests {what}; retry later", {"Retry-After": RateLimiter.retry_after(seconds)})
+    headers = {"Retry-After": RateLimiter.retry_after(seconds)}
+    return HTTPException(429, f"too many requests {what}; retry later", headers)
 
 
 async def limit_ip(request: Request, state: State) -> None:

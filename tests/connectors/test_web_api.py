@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 QUESTION = "How do I reset my password?"
@@ -24,7 +23,7 @@ async def test_create_conversation_with_the_public_key(client: httpx.AsyncClient
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-Bot-Key": "pk_wrong"}])
-async def test_create_conversation_needs_the_right_key(client: httpx.AsyncClient, kit: Any, headers: dict[str, str]) -> None:
+async def test_create_conversation_needs_the_right_key(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     response = await client.post("/api/v1/conversations", headers=headers)
     assert response.status_code == 401
 

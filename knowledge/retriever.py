@@ -109,39 +109,42 @@ class Retriever:
         vector = np.asarray(vector, dtype=np.float32)
         depth = max(4 * k, 20)
 
-        vector_hits: list[StoredChunk] = []
+        # 1. Rankings: ids (and cosine similarities) only; the texts are read for the winners.
+        vector_sims: dict[str, float] = {}
         if mode in ("hybrid", "vector"):
             where = self._where(filters)
             if where is not None:
-                vector_hits = [h for h in self.store.query(vector, k=depth, where=where or None) if _keep(h, filters)]
+                hits = self.store.query(vector, k=depth, where=where or None, with_data=bool(filters.get("source")))
+                vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
         lexical_ranks: dict[str, int] = {}
         if mode in ("hybrid", "lexical") and query_text:
-            hits = self.lexical.search(query_text, k=depth, filters=filters)
-            lexical_ranks = {hit.chunk_id: hit.rank for hit in hits}
+            hits_lex = self.lexical.search(query_text, k=depth, filters=filters)
+            lexical_ranks = {hit.chunk_id: hit.rank for hit in hits_lex}
+        order = _fuse(list(vector_sims), lexical_ranks, mode)
 
-        order = _fuse(vector_hits, lexical_ranks, mode)
-        found = {h.id: h for h in vector_hits}
-        missing = [cid for cid in order if cid not in found]
-        for chunk in self.store.get(missing, with_embeddings=True):
-            similarity = float(np.dot(vector, chunk.embedding)) if chunk.embedding is not None else 0.0
-            found[chunk.id] = StoredChunk(id=chunk.id, text=chunk.text, metadata=chunk.metadata, similarity=similarity)
-
+        # 2. Walk the order a page at a time: threshold, deduplication, k passages.
         identifiers = identifiers_of(query_text) if lexical_ranks else set()
         passages: list[Passage] = []
         seen: set[str] = set()
-        for cid in order:
-            chunk = found.get(cid)
-            if chunk is None:
-                continue
-            if (chunk.similarity or 0.0) < threshold and not (cid in lexical_ranks and _mentions(chunk, identifiers)):
-                continue
-            key = _dedupe_key(chunk)
-            if key in seen:
-                continue
-            seen.add(key)
-            passages.append(_passage(chunk, lexical_ranks.get(cid)))
-            if len(passages) == k:
-                break
+        for start in range(0, len(order), 2 * k):
+            page = [
+                cid for cid in order[start : start + 2 * k]
+                if cid in lexical_ranks or vector_sims.get(cid, 0.0) >= threshold  # skip reads that cannot pass
+            ]
+            need_vectors = any(cid not in vector_sims for cid in page)
+            for chunk in self.store.get(page, with_embeddings=need_vectors):
+                similarity = vector_sims.get(chunk.id)
+                if similarity is None:
+                    similarity = float(np.dot(vector, chunk.embedding)) if chunk.embedding is not None else 0.0
+                if similarity < threshold and not (chunk.id in lexical_ranks and _mentions(chunk, identifiers)):
+                    continue
+                key = _dedupe_key(chunk)
+                if key in seen:
+                    continue
+                seen.add(key)
+                passages.append(_passage(chunk, similarity, lexical_ranks.get(chunk.id)))
+                if len(passages) == k:
+                    return passages
         return passages
 
     def _where(self, filters: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -184,18 +187,18 @@ def _keep(chunk: StoredChunk, filters: Mapping[str, Any]) -> bool:
     return not prefix or chunk.field("source").startswith(prefix) or chunk.field("origin").startswith(prefix)
 
 
-def _fuse(vector_hits: Sequence[StoredChunk], lexical_ranks: Mapping[str, int], mode: str) -> list[str]:
+def _fuse(vector_ids: Sequence[str], lexical_ranks: Mapping[str, int], mode: str) -> list[str]:
     """Chunk ids in the mode's order (reciprocal rank fusion for hybrid)."""
     if mode == "vector":
-        return [h.id for h in vector_hits]
+        return list(vector_ids)
     if mode == "lexical":
         return sorted(lexical_ranks, key=lexical_ranks.__getitem__)
     fused: dict[str, float] = {}
-    for rank, hit in enumerate(vector_hits, start=1):
-        fused[hit.id] = fused.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+    for rank, cid in enumerate(vector_ids, start=1):
+        fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
     for cid, rank in lexical_ranks.items():
         fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
-    vector_rank = {h.id: i for i, h in enumerate(vector_hits)}
+    vector_rank = {cid: i for i, cid in enumerate(vector_ids)}
     return sorted(fused, key=lambda cid: (-fused[cid], vector_rank.get(cid, len(vector_rank))))
 
 
@@ -207,8 +210,7 @@ def _dedupe_key(chunk: StoredChunk) -> str:
     return "text:" + hashlib.sha1(" ".join(chunk.text.split()).encode("utf-8")).hexdigest()
 
 
-def _passage(chunk: StoredChunk, lexical_rank: int | None) -> Passage:
-    similarity = float(chunk.similarity or 0.0)
+def _passage(chunk: StoredChunk, similarity: float, lexical_rank: int | None) -> Passage:
     metadata = dict(chunk.extra)
     metadata.setdefault("origin", chunk.field("origin"))
     metadata.setdefault("ordinal", chunk.metadata.get("ordinal"))

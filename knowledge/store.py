@@ -193,8 +193,14 @@ class VectorStore:
         }
         return [by_id[cid] for cid in ids if cid in by_id]
 
-    def query(self, vector: np.ndarray, *, k: int, where: Mapping[str, Any] | None = None) -> list[StoredChunk]:
-        """The ``k`` nearest chunks to ``vector``, best first, with cosine similarity."""
+    def query(
+        self, vector: np.ndarray, *, k: int, where: Mapping[str, Any] | None = None, with_data: bool = True
+    ) -> list[StoredChunk]:
+        """The ``k`` nearest chunks to ``vector``, best first, with cosine similarity.
+
+        ``with_data=False`` reads ids and similarities only (text and metadata left empty),
+        which is several times cheaper; read the winners with :meth:`get`.
+        """
         if k <= 0:
             return []
         with _chroma_errors("search"):
@@ -202,13 +208,15 @@ class VectorStore:
                 query_embeddings=[np.asarray(vector, dtype=np.float32)],
                 n_results=k,
                 where=dict(where) if where else None,
-                include=["documents", "metadatas", "distances"],
+                include=["documents", "metadatas", "distances"] if with_data else ["distances"],
             )
+        documents = result.get("documents") if with_data else None
+        metadatas = result.get("metadatas") if with_data else None
         return [
             StoredChunk(
                 id=cid,
-                text=result["documents"][0][i] or "",
-                metadata=dict(result["metadatas"][0][i] or {}),
+                text=(documents[0][i] or "") if documents else "",
+                metadata=dict(metadatas[0][i] or {}) if metadatas else {},
                 similarity=1.0 - float(result["distances"][0][i]),
             )
             for i, cid in enumerate(result["ids"][0])

@@ -14,7 +14,6 @@ from knowledge.index import KnowledgeBase
 from knowledge.lexical import cjk_bigrams, match_expression
 from knowledge.query import contextualize, is_follow_up
 from knowledge.retriever import RRF_K, _fuse, identifiers_of
-from knowledge.store import StoredChunk
 
 _rng = random.Random(7)
 PARTS = ["brew group", "drip tray", "water tank lid", "steam wand tip", "grinder burr set", "portafilter basket",
@@ -69,10 +68,7 @@ def test_exact_product_code_is_found_by_lexical_when_vector_misses_it(kb: Knowle
 
 
 def test_hybrid_order_is_reciprocal_rank_fusion() -> None:
-    def hit(cid: str) -> StoredChunk:
-        return StoredChunk(id=cid, text="", metadata={}, similarity=0.5)
-
-    vector_hits = [hit("a"), hit("b"), hit("c")]
+    vector_hits = ["a", "b", "c"]
     lexical = {"c": 1, "d": 2, "a": 3}
     order = _fuse(vector_hits, lexical, "hybrid")
     fused = {"a": 1 / (RRF_K + 1) + 1 / (RRF_K + 3), "b": 1 / (RRF_K + 2), "c": 1 / (RRF_K + 3) + 1 / (RRF_K + 1),

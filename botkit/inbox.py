@@ -10,6 +10,7 @@ Agent replies and closes are told to the bot's observers (webhooks, connectors).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,12 +74,29 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
+_REQUEST_WORDS = frozenset(
+    "i i'd id i'm im would like want wanna need to please pls can could you me let a an the now just talk speak chat "
+    "with get give put connect transfer pass through human humans person people agent agents representative rep "
+    "operator someone somebody real actual live staff support team customer service manager supervisor hi hello "
+    "hey ok okay is there be".split()
+)
+_WORD = re.compile(r"[^\W\d_][\w'’]*")
+
+
+def is_bare_request(text: str) -> bool:
+    """Whether ``text`` only asks for a person ("talk to a human, please"), with no question in it."""
+    if not wants_human(text):
+        return False
+    rest = [w for w in _WORD.findall(text.lower()) if w.replace("’", "'") not in _REQUEST_WORDS]
+    return len(rest) < 3
+
+
 def visitor_question(history: list[Message]) -> str:
-    """The visitor's question: their last message before the handoff that is not only a
-    request for a person (else that request)."""
+    """The visitor's question: their last message that is not only a request for a person
+    (else that request)."""
     users = [m for m in history if m.role == "user"]
     for message in reversed(users):
-        if not (wants_human(message.text) and len(message.text) < 80):
+        if not is_bare_request(message.text):
             return message.text
     return users[-1].text if users else ""
 
@@ -231,4 +249,4 @@ class Inbox:
         return updated
 
 
-__all__ = ["Claim", "Inbox", "InboxError", "Note", "NotVisible", "QueueItem", "visitor_question"]
+__all__ = ["Claim", "Inbox", "InboxError", "Note", "NotVisible", "QueueItem", "is_bare_request", "visitor_question"]

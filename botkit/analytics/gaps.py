@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
 
 from botkit._tables import reading
-from botkit.policy import wants_human
+from botkit.inbox import is_bare_request
 from botkit.store.models import ConversationRow, FeedbackRow, MessageRow
 
 _conversations = cast(Table, ConversationRow.__table__)
@@ -114,7 +114,7 @@ def _trigger(rows: list[Any], handoff_at: float) -> Any | None:
     """The question behind a handoff: the last user message up to it that is not only a request for a person."""
     before = [r for r in rows if _ts(r.created_at) <= handoff_at + 1.0] or rows[:1]
     for row in reversed(before):
-        if not (wants_human(row.text) and len(row.text) < 80):
+        if not is_bare_request(row.text):
             return row
     return None
 

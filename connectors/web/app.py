@@ -104,6 +104,9 @@ def create_app(
     if config.slack.signing_secret and config.slack.bot_token:  # Slack events and buttons at /slack/events
         from connectors.slack.asgi import mount
         mount(app, bot)
+    if config.console.enabled:  # agent console, analytics, webhook delivery (connectors.web.console)
+        from connectors.web.console import mount as mount_console
+        mount_console(app, bot, secret=secret)
     return app
 
 

@@ -292,7 +292,8 @@ def _load_classifier(config: BotConfig) -> object | None:
         from botkit.classifier import EscalationClassifier
     except ImportError as exc:  # pragma: no cover - shipped with botkit
         raise ConfigError("escalation.classifier is set but the classifier module is missing") from exc
-    return EscalationClassifier.load(path)
+    folder = Path(path).expanduser()
+    return EscalationClassifier.load(folder if folder.is_absolute() else config.root / folder)
 
 
 class _LoopThread:

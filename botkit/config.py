@@ -81,7 +81,7 @@ class EscalationSettings(BaseModel):
 
     enabled: bool = Field(True, description="Hand conversations to humans at all.")
     max_abstentions: int = Field(2, ge=1, description="Consecutive unanswered questions before handoff.")
-    classifier: str | None = Field(None, description="Folder of a trained escalation classifier.")
+    classifier: str | None = Field(None, description="Folder of a trained escalation classifier (botkit train-classifier), relative to the bot directory.")
     classifier_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Escalate when the classifier's probability reaches this.")
     message: str = Field(
         "I'm handing this conversation to a member of our support team. "

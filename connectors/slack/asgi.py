@@ -21,9 +21,9 @@ from starlette.responses import Response
 from botkit.bot import Bot
 from botkit.config import SlackSettings
 from botkit.errors import ConfigError
+from connectors.slack import SLACK_EXTRA_HINT
 
 EVENTS_PATH = "/slack/events"
-SLACK_EXTRA_HINT = "install the Slack extra: pip install 'botkit[slack]'"
 
 
 def mount(

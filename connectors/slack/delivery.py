@@ -37,6 +37,7 @@ log = logging.getLogger("botkit.slack")
 CHANNEL = "slack"
 DEFAULT_SWEEP_INTERVAL_S = 60.0
 MAX_RECOVERY_AGE_S = 3600.0  # older unfinished events are marked failed, not answered an hour late
+DEFAULT_MAX_CONCURRENT = 16  # turns at once per worker: the acks of new events stay fast under load
 
 Wants = Callable[[dict[str, Any], "str | None"], bool]
 Process = Callable[[dict[str, Any], "str | None"], Awaitable[None]]
@@ -48,13 +49,18 @@ class EventDelivery:
     ``wants(body, bot_user_id)`` says whether an ``event_callback`` is worth claiming
     (others are acknowledged and dropped without touching the store); ``process(body,
     bot_user_id)`` answers one (``bot_user_id`` is ``None`` for a recovered event).
-    ``grace_s`` must exceed the longest turn (``limits.turn_timeout_s``), or a slow
-    worker's event could be taken over while it still runs.
+    At most ``max_concurrent`` events are processed at once; the others wait for a
+    slot (claimed, so still exactly once). The bound keeps the database and the event
+    loop free to acknowledge new events within Slack's 3 seconds while answers are
+    generated. ``grace_s`` must exceed the longest wait plus turn
+    (``limits.turn_timeout_s``), or a busy worker's event could be taken over while it
+    still runs.
     """
 
     def __init__(
         self, bot: Bot, *, wants: Wants, process: Process, grace_s: float,
         sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S, max_age_s: float = MAX_RECOVERY_AGE_S,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     ) -> None:
         self.bot = bot
         self.grace_s = grace_s
@@ -63,6 +69,7 @@ class EventDelivery:
         self._wants = wants
         self._process = process
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._sweeper: asyncio.Task[None] | None = None
         self.middleware: AsyncMiddleware = _ClaimMiddleware(self)
 
@@ -79,7 +86,8 @@ class EventDelivery:
             log.warning("slack event %s not claimed (%s): answering 503 so that Slack retries", event_id, exc)
             return BoltResponse(status=503, body="")
         if not claimed:
-            retry = (req.headers.get("x-slack-retry-num") or [body.get("retry_attempt")])[0]
+            retries = req.headers.get("x-slack-retry-num") or []
+            retry = retries[0] if retries else body.get("retry_attempt")  # HTTP header, or Socket Mode envelope
             log.info("slack event %s delivered again (retry %s): dropped", event_id, retry)
             return BoltResponse(status=200, body="")
         return await next()
@@ -96,11 +104,12 @@ class EventDelivery:
         event_id = str(body["event_id"])
         status = "failed"
         try:
-            await self._process(body, bot_user_id)
+            async with self._slots:
+                await self._process(body, bot_user_id)
             status = "done"
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a background task: record the failure, never lose it silently
+        except Exception:  # a background task: record the failure, never lose it silently
             log.exception("slack event %s failed", event_id)
         await self._set_status(event_id, status)
 
@@ -141,7 +150,7 @@ class EventDelivery:
             self._sweeper = None
         pending = {task for task in self._tasks if task is not asyncio.current_task()}
         if pending:
-            done, late = await asyncio.wait(pending, timeout=timeout)
+            _, late = await asyncio.wait(pending, timeout=timeout)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)

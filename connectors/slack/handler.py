@@ -36,13 +36,14 @@ class SlackConnector:
 
     ``settings`` replaces the bot's ``slack:`` section. ``recovery_grace_s`` (default: the
     turn deadline + 30 s) is how long a claimed event may stay unfinished before another
-    worker, or this one after a restart, answers it instead. Call :meth:`start` once the
-    event loop runs and :meth:`aclose` at shutdown.
+    worker, or this one after a restart, answers it instead. ``max_concurrent_turns``
+    bounds the answers generated at once (the rest wait, already claimed). Call
+    :meth:`start` once the event loop runs and :meth:`aclose` at shutdown.
     """
 
     def __init__(
         self, bot: Bot, *, settings: SlackSettings | None = None, recovery_grace_s: float | None = None,
-        sweep_interval_s: float = 60.0,
+        sweep_interval_s: float = 60.0, max_concurrent_turns: int = 16,
     ) -> None:
         self.bot = bot
         self.settings = settings or bot.config.slack
@@ -55,9 +56,12 @@ class SlackConnector:
             process_before_response=False, logger=logging.getLogger("botkit.slack.bolt"),
         )
         self.turns = SlackTurns(bot, self.client, self.settings)
-        grace = recovery_grace_s if recovery_grace_s is not None else bot.config.limits.turn_timeout_s + RECOVERY_MARGIN_S
+        grace = recovery_grace_s
+        if grace is None:
+            grace = bot.config.limits.turn_timeout_s + RECOVERY_MARGIN_S
         self.delivery = EventDelivery(
-            bot, wants=self._wants, process=self._process, grace_s=grace, sweep_interval_s=sweep_interval_s
+            bot, wants=self._wants, process=self._process, grace_s=grace, sweep_interval_s=sweep_interval_s,
+            max_concurrent=max_concurrent_turns,
         )
         self._bot_user_id: str | None = None
         self.app.use(self.delivery.middleware)
@@ -69,18 +73,26 @@ class SlackConnector:
 
     async def start(self) -> None:
         """Start the bot and the recovery of events left unfinished by a dead worker."""
+        if self.client.session is None:  # one connection pool for every Web API call (keep-alive)
+            import aiohttp
+
+            self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.client.timeout))
         await self.bot.start()
         await self.delivery.start()
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Stop recovery and let events in progress finish (up to ``timeout`` s)."""
         await self.delivery.aclose(timeout)
+        session, self.client.session = self.client.session, None
+        if session is not None:
+            await session.close()
 
     # -- events ------------------------------------------------------------------------
 
     def _wants(self, body: dict[str, Any], bot_user_id: str | None) -> bool:
         self._bot_user_id = bot_user_id or self._bot_user_id
-        return translate.to_incoming(body.get("event") or {}, team_id=body.get("team_id"), bot_user_id=bot_user_id) is not None
+        event = body.get("event") or {}
+        return translate.to_incoming(event, team_id=body.get("team_id"), bot_user_id=bot_user_id) is not None
 
     async def _on_event(self, body: dict[str, Any], context: dict[str, Any]) -> None:
         await self.delivery.run(body, context.get("bot_user_id"))
@@ -129,11 +141,13 @@ class SlackConnector:
             log.warning("slack: handoff of unknown conversation %r ignored", conversation_id)
             return
         message = body.get("message") or {}
-        place = Place(str((body.get("channel") or {}).get("id")), message.get("thread_ts"), (body.get("user") or {}).get("id"))
+        channel, user = (body.get("channel") or {}).get("id"), (body.get("user") or {}).get("id")
+        place = Place(str(channel), message.get("thread_ts"), user)
         async with store.turn_lock(conversation.id, timeout=self.bot.config.limits.lock_timeout_s):
             current = await store.get_conversation(conversation.id)
             if current is not None and current.state != "handoff":
-                patch = {"handoff_reason": "asked for a human (Slack button)", "handoff_at": time.time(), "abstentions": None}
+                reason = "asked for a human (Slack button)"
+                patch = {"handoff_reason": reason, "handoff_at": time.time(), "abstentions": None}
                 await store.update_metadata(conversation.id, patch)
                 await self.bot.set_state(conversation.id, "handoff")
                 text = self.bot.config.escalation.message

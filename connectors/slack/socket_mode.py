@@ -13,6 +13,7 @@ import logging
 from botkit.bot import Bot
 from botkit.config import SlackSettings
 from botkit.errors import ConfigError
+from connectors.slack import SLACK_EXTRA_HINT
 
 log = logging.getLogger("botkit.slack")
 
@@ -28,7 +29,9 @@ def check_settings(settings: SlackSettings) -> None:
         )
 
 
-async def run_socket_mode(bot: Bot, *, settings: SlackSettings | None = None, stop: asyncio.Event | None = None) -> None:
+async def run_socket_mode(
+    bot: Bot, *, settings: SlackSettings | None = None, stop: asyncio.Event | None = None
+) -> None:
     """Connect to Slack and answer until ``stop`` is set (forever by default); closes the bot."""
     settings = settings or bot.config.slack
     check_settings(settings)
@@ -37,16 +40,16 @@ async def run_socket_mode(bot: Bot, *, settings: SlackSettings | None = None, st
 
         from connectors.slack.handler import SlackConnector
     except ImportError as exc:
-        raise ConfigError(f"Socket Mode needs {exc.name}", hint="install the Slack extra: pip install 'botkit[slack]'") from exc
+        raise ConfigError(f"Socket Mode needs {exc.name}", hint=SLACK_EXTRA_HINT) from exc
 
     connector = SlackConnector(bot, settings=settings)
     handler = AsyncSocketModeHandler(connector.app, app_token=settings.app_token)
     try:
         await connector.start()
-        await handler.connect_async()
+        await handler.connect_async()  # type: ignore[no-untyped-call]
         log.info("connected to Slack in Socket Mode")
         await (stop or asyncio.Event()).wait()
     finally:
-        await handler.close_async()
+        await handler.close_async()  # type: ignore[no-untyped-call]
         await connector.aclose()
         await bot.aclose()

@@ -3,7 +3,8 @@
 ``to_incoming(event)`` turns an Events API event into an :class:`IncomingMessage` (or
 ``None`` for what the bot must not answer); ``render(reply)`` turns a :class:`Reply` into
 one or more Slack messages (``{"text": ..., "blocks": [...]}``) within Slack's limits;
-``to_mrkdwn`` converts the model's Markdown to Slack's mrkdwn. No I/O here.
+``to_mrkdwn`` (from :mod:`connectors.slack.mrkdwn`) converts the model's Markdown to
+Slack's mrkdwn and ``split_text`` cuts it at Slack's limits. No I/O here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botkit.messages import Citation, IncomingMessage, Reply
+from connectors.slack.mrkdwn import escape, outside_markup, split_text, to_mrkdwn, url_target
 
 CHANNEL = "slack"
 TEXT_LIMIT = 40_000  # characters of one message's text
@@ -114,127 +116,6 @@ def from_mrkdwn(text: str, *, bot_user_id: str | None = None) -> str:
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
-# -- Markdown to mrkdwn -----------------------------------------------------------------
-
-_FENCE = re.compile(r"^```[^\n]*\n(.*?)(?:^```[ \t]*$|\Z)", re.M | re.S)
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t#]*$")
-_BULLET = re.compile(r"^([ \t]*)[-*+][ \t]+")
-_INLINE = re.compile(r"(`[^`\n]+`)|!?\[([^\]\n]+)\]\(([^)\s]+)(?:[ \t]+\"[^\"\n]*\")?\)|<((?:https?|mailto):[^>\s]+)>")
-_ITALIC = re.compile(r"(?<![*\w])\*(?![\s*])([^*\n]+?)(?<![\s*])\*(?![*\w])")
-_BOLD = re.compile(r"(\*\*|__)(?!\s)(.+?)(?<!\s)\1")
-_STRIKE = re.compile(r"~~(?!\s)(.+?)(?<!\s)~~")
-
-
-def escape(text: str) -> str:
-    """Escape the three characters Slack reserves for its markup."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def to_mrkdwn(markdown: str) -> str:
-    """Convert Markdown to Slack mrkdwn.
-
-    ``**bold**`` → ``*bold*``, ``*italic*`` → ``_italic_``, ``~~x~~`` → ``~x~``,
-    ``[text](url)`` → ``<url|text>`` (http, https and mailto only), headings → bold lines,
-    list bullets → ``•``; ``&``, ``<`` and ``>`` are escaped everywhere, code included.
-    """
-    out: list[str] = []
-    position = 0
-    for fence in _FENCE.finditer(markdown):
-        out.append(_blocks(markdown[position:fence.start()]))
-        out.append("```\n" + escape(fence.group(1).rstrip("\n")) + "\n```")
-        position = fence.end()
-    out.append(_blocks(markdown[position:]))
-    return "".join(out).strip()
-
-
-def _blocks(text: str) -> str:
-    lines = []
-    for line in text.split("\n"):
-        heading = _HEADING.match(line)
-        if heading:
-            title = _inline(heading.group(1).replace("**", "").replace("__", ""))
-            lines.append(f"*{title}*" if title else "")
-            continue
-        bullet = _BULLET.match(line)
-        if bullet:
-            line = f"{bullet.group(1)}• {line[bullet.end():]}"
-        lines.append(_inline(line))
-    return "\n".join(lines)
-
-
-def _inline(text: str) -> str:
-    out: list[str] = []
-    position = 0
-    for match in _INLINE.finditer(text):
-        out.append(_emphasis(escape(text[position:match.start()])))
-        code, label, url, auto = match.groups()
-        if code:
-            out.append(escape(code))
-        elif auto:
-            out.append(f"<{_url(auto)}>")
-        elif re.match(r"(?:https?|mailto):", url or ""):
-            out.append(f"<{_url(url)}|{escape(label.replace('**', '').replace('`', ''))}>")
-        else:  # a relative or unsafe target is not made clickable
-            out.append(_emphasis(escape(f"{label} ({url})")))
-        position = match.end()
-    out.append(_emphasis(escape(text[position:])))
-    return "".join(out)
-
-
-def _url(url: str) -> str:
-    return escape(url).replace("|", "%7C")
-
-
-def _emphasis(text: str) -> str:
-    text = _ITALIC.sub(r"_\1_", text)
-    text = _BOLD.sub(r"*\2*", text)
-    return _STRIKE.sub(r"~\1~", text)
-
-
-# -- splitting at Slack's limits ----------------------------------------------------------
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Split mrkdwn into pieces of at most ``limit`` characters.
-
-    Cuts at a paragraph break, else a line break, else a space, else anywhere; never
-    inside a ``<link|label>`` or an ``&amp;`` entity; a code block cut in two is closed
-    and reopened so both halves render as code.
-    """
-    if limit < 16:
-        raise ValueError("limit must be at least 16 characters")
-    pieces: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        cut = _cut(rest, limit - 4)  # room to close a code fence
-        piece, rest = rest[:cut].rstrip(), rest[cut:].lstrip()
-        if piece.count("```") % 2:
-            piece += "\n```"
-            rest = "```\n" + rest
-        pieces.append(piece)
-    if rest:
-        pieces.append(rest)
-    return pieces
-
-
-def _cut(text: str, limit: int) -> int:
-    window = text[:limit]
-    for separator in ("\n\n", "\n", " "):
-        index = window.rfind(separator)
-        if index > limit // 3:
-            return _outside_markup(text, index + len(separator))
-    return _outside_markup(text, limit)
-
-
-def _outside_markup(text: str, cut: int) -> int:
-    opened, closed = text.rfind("<", 0, cut), text.rfind(">", 0, cut)
-    if opened > closed and opened > 0:
-        cut = opened
-    amp = text.rfind("&", max(0, cut - 6), cut)
-    if amp != -1 and ";" not in text[amp:cut]:
-        cut = amp if amp > 0 else cut
-    return max(cut, 1)
-
-
 # -- replies out ------------------------------------------------------------------------
 
 def render(reply: Reply, *, handoff_button: bool = True) -> list[SlackMessage]:
@@ -271,7 +152,7 @@ def render_partial(text: str) -> SlackMessage:
     """A streamed reply so far (a text-only update of the placeholder)."""
     mrkdwn = to_mrkdwn(text)
     if len(mrkdwn) > SECTION_LIMIT:
-        mrkdwn = mrkdwn[: _outside_markup(mrkdwn, SECTION_LIMIT - 2)]
+        mrkdwn = mrkdwn[: outside_markup(mrkdwn, SECTION_LIMIT - 2)]
     return {"text": mrkdwn + " …", "blocks": []}
 
 
@@ -283,7 +164,7 @@ def citations_block(citations: Sequence[Citation]) -> dict[str, Any] | None:
     for citation in citations:
         title = (citation.title or citation.source).strip()[:200]
         if citation.url and re.match(r"https?://", citation.url):
-            items.append(f"[{citation.number}] <{_url(citation.url)}|{escape(title)}>")
+            items.append(f"[{citation.number}] <{url_target(citation.url)}|{escape(title)}>")
         else:
             items.append(f"[{citation.number}] {escape(citation.source if not citation.title else title)}")
     if len(items) > CONTEXT_ELEMENTS:
@@ -294,7 +175,8 @@ def citations_block(citations: Sequence[Citation]) -> dict[str, Any] | None:
 def _actions(reply: Reply, handoff_button: bool) -> dict[str, Any] | None:
     elements = []
     if reply.message_id is not None and not reply.handoff:
-        elements += [_button("👍", FEEDBACK_UP, str(reply.message_id)), _button("👎", FEEDBACK_DOWN, str(reply.message_id))]
+        value = str(reply.message_id)
+        elements += [_button("👍", FEEDBACK_UP, value), _button("👎", FEEDBACK_DOWN, value)]
     if handoff_button and not reply.handoff:
         elements.append(_button("Talk to a human", HANDOFF, reply.conversation_id))
     return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": elements} if elements else None
@@ -305,7 +187,9 @@ def _button(label: str, action_id: str, value: str) -> dict[str, Any]:
             "action_id": action_id, "value": value}
 
 
-def without_buttons(blocks: Sequence[Mapping[str, Any]], action_ids: Sequence[str], note: str | None = None) -> list[dict[str, Any]]:
+def without_buttons(
+    blocks: Sequence[Mapping[str, Any]], action_ids: Sequence[str], note: str | None = None
+) -> list[dict[str, Any]]:
     """A message's blocks with some buttons removed (an emptied actions block goes too),
     and a context ``note`` appended, to update a message once a button was used."""
     out: list[dict[str, Any]] = []
@@ -324,7 +208,13 @@ def without_buttons(blocks: Sequence[Mapping[str, Any]], action_ids: Sequence[st
 def handoff_notice(permalink: str | None, *, user: str | None, conversation_id: str) -> SlackMessage:
     """The support channel's message announcing a handoff, linking to the thread."""
     who = f"<@{user}>" if user else "A user"
-    where = f"<{_url(permalink)}|Open the conversation in Slack>" if permalink else "(no link available)"
+    where = f"<{url_target(permalink)}|Open the conversation in Slack>" if permalink else "(no link available)"
     text = f":raising_hand: {who} asked to talk to a human. {where}"
     context = {"type": "context", "elements": [{"type": "mrkdwn", "text": f"conversation `{escape(conversation_id)}`"}]}
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}, context]}
+
+
+__all__ = [
+    "SlackMessage", "citations_block", "dm_key", "escape", "from_mrkdwn", "handoff_notice", "render",
+    "render_partial", "split_text", "thread_key", "to_incoming", "to_mrkdwn", "without_buttons",
+]

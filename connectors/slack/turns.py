@@ -94,21 +94,25 @@ class SlackTurns:
             return found
         if found is None and kind == "thread":
             return None
+        if found is None and slack["thread_ts"] == slack["ts"]:  # a mention starting its own thread: no rival
+            return await self._create(external_id, slack)
         lock = "slack-" + hashlib.sha1(external_id.encode()).hexdigest()  # a turn-lock key of its own
         async with self.bot.store.turn_lock(lock, timeout=self.bot.config.limits.lock_timeout_s):
             found = await self._find(external_id)
             if found is not None and kind == "dm" and self._idle(found):
                 await self.bot.store.set_state(found.id, "closed")  # a new DM conversation starts
                 found = None
-            if found is not None:
-                return found
-            metadata = {"slack": {k: slack[k] for k in ("team", "channel", "user", "thread_ts")}}
-            return await self.bot.store.create_conversation(
-                bot=self.bot.name, channel=translate.CHANNEL, external_id=external_id, metadata=metadata
-            )
+            return found if found is not None else await self._create(external_id, slack)
+
+    async def _create(self, external_id: str, slack: dict[str, Any]) -> Conversation:
+        metadata = {"slack": {k: slack[k] for k in ("team", "channel", "user", "thread_ts")}}
+        return await self.bot.store.create_conversation(
+            bot=self.bot.name, channel=translate.CHANNEL, external_id=external_id, metadata=metadata
+        )
 
     async def _find(self, external_id: str) -> Conversation | None:
-        return await self.bot.store.find_conversation(bot=self.bot.name, channel=translate.CHANNEL, external_id=external_id)
+        store = self.bot.store
+        return await store.find_conversation(bot=self.bot.name, channel=translate.CHANNEL, external_id=external_id)
 
     def _idle(self, conversation: Conversation) -> bool:
         if conversation.state != "bot" or conversation.updated_at is None:  # a human's conversation stays
@@ -126,12 +130,13 @@ class SlackTurns:
                 if time.monotonic() - last_update >= STREAM_UPDATE_S:
                     last_update = time.monotonic()
                     try:
-                        await self.client.chat_update(channel=place.channel, ts=placeholder, **translate.render_partial(text))
+                        partial = translate.render_partial(text)
+                        await self.client.chat_update(channel=place.channel, ts=placeholder, **partial)
                     except SlackApiError as exc:  # a partial update is optional (rate limits)
                         log.info("slack: partial update skipped: %s", exc.response.get("error"))
             elif isinstance(event, ReplyDone):
                 return event.reply
-        raise BotkitError("the turn ended without a reply")  # pragma: no cover - handle_stream always ends with ReplyDone
+        raise BotkitError("the turn ended without a reply")  # pragma: no cover - a turn ends with ReplyDone
 
     async def post_reply(self, reply: Reply, place: Place, placeholder: str) -> None:
         """Replace the placeholder with the reply (split over follow-up messages when long)."""
@@ -158,4 +163,8 @@ class SlackTurns:
         except SlackApiError as exc:
             log.warning("slack: no permalink for %s/%s: %s", place.channel, message_ts, exc.response.get("error"))
         notice = translate.handoff_notice(permalink, user=place.user, conversation_id=conversation_id)
-        await self.client.chat_postMessage(channel=support, **notice)
+        try:
+            await self.client.chat_postMessage(channel=support, **notice)
+        except SlackApiError as exc:  # the user's answer is out; a misconfigured channel is the operator's to fix
+            log.error("slack: could not post the handoff of %s in slack.support_channel %s: %s (invite the bot "
+                      "to that channel?)", conversation_id, support, exc.response.get("error"))

@@ -24,7 +24,6 @@ from botkit.backends.scripted import ScriptedBackend
 from botkit.bot import Bot
 from botkit.config import BotConfig, SlackSettings
 from knowledge.types import Passage
-
 from tests.helpers.slack_stub import (
     SIGNING_SECRET,
     TOKEN,
@@ -134,6 +133,16 @@ async def slack_harness(
             yield SlackHarness(url=url, http=http, stub=stub, bot=bot, backend=backend, app=app)
 
 
+async def _verified_noop(request: Any) -> Any:
+    """A bare endpoint for benchmarks: verify Slack's signature, answer 200, nothing else."""
+    from slack_sdk.signature import SignatureVerifier
+    from starlette.responses import Response
+
+    body = await request.body()
+    valid = SignatureVerifier(SIGNING_SECRET).is_valid_request(body, dict(request.headers))
+    return Response(status_code=200 if valid else 401)
+
+
 def main() -> None:
     """Serve the bot with uvicorn (see the module docstring)."""
     parser = argparse.ArgumentParser()
@@ -157,6 +166,7 @@ def main() -> None:
         backend.enqueue("You can reset it from the login page [1].", delay=args.delay)
     bot = make_bot(args.root, database_url=args.database_url, api_url=args.api_url, backend=backend)
     app = create_app(bot)
+    app.add_route("/bench/noop", _verified_noop, methods=["POST"], include_in_schema=False)
     if args.grace is not None:  # the app mounted the connector with the default grace: shorten it
         app.state.slack.delivery.grace_s = args.grace
         app.state.slack.delivery.sweep_interval_s = max(args.grace, 0.2)

@@ -65,8 +65,7 @@ class SlackStub:
     @property
     def api_url(self) -> str:
         """The Web API base URL (``slack.api_url``)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
 
     def __enter__(self) -> SlackStub:
         self._thread.start()
@@ -101,7 +100,7 @@ class SlackStub:
         deadline = time.monotonic() + timeout
         while not predicate(calls := self.snapshot()):
             if time.monotonic() > deadline:
-                raise AssertionError(f"Slack stub: condition not met in {timeout} s; calls: {[c.method for c in calls]}")
+                raise AssertionError(f"Slack stub: not met in {timeout} s; calls: {[c.method for c in calls]}")
             await asyncio.sleep(0.02)
         return calls
 
@@ -110,7 +109,7 @@ class SlackStub:
         deadline = time.monotonic() + timeout
         while not predicate(calls := self.snapshot()):
             if time.monotonic() > deadline:
-                raise AssertionError(f"Slack stub: condition not met in {timeout} s; calls: {[c.method for c in calls]}")
+                raise AssertionError(f"Slack stub: not met in {timeout} s; calls: {[c.method for c in calls]}")
             time.sleep(0.02)
         return calls
 

@@ -1,0 +1,222 @@
+"""Slack connector benchmark: how fast events are acknowledged while answers are generated.
+
+    .venv/bin/python benchmarks/bench_slack_ack.py [--waves 4] [--concurrency 50] [--delay 1.0]
+        [--postgres [URL]] [--timeout 120]
+
+Slack gives an app 3 seconds to acknowledge an event; botkit records the event id in the
+database before acknowledging (exactly-once delivery), then answers after the ack. This
+sends ``--waves`` waves of ``--concurrency`` signed ``app_mention`` events at once, every
+``--gap`` seconds, to ``/slack/events`` of the web app (a child process: the bench's own
+CPU time does not slow the server). Replies come from a ScriptedBackend that takes
+``--delay`` seconds, so later waves are acknowledged while earlier answers are still being
+generated and stored. Slack's Web API is ``tests/helpers/slack_stub.py``.
+
+Reports ack latency p50/p90/p99/max (target: p99 <= 100 ms) and how long the answers took
+to arrive, next to the floor: each wave is sent again, half a gap later, to a bare
+endpoint of the same server process that only verifies the signature (what the machine,
+the HTTP stack and the answers being generated cost without botkit's ack path). Prints a table and writes JSON to ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers.slack_stub import BOT_USER_ID, SlackStub, event_body, signed_headers  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TARGET_P99_MS = 100.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def _postgres_admin(base_url: str, statement: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def scratch_postgres(base_url: str) -> Iterator[str]:
+    """A new PostgreSQL database next to ``base_url`` (its URL), dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    name = f"botkit_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(base_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_postgres_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def start_server(workdir: Path, stub: SlackStub, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """The web app with the Slack connector and a slow scripted backend, in a child process."""
+    database_url = args.database_url or f"sqlite:///{workdir / 'botkit.db'}"
+    command = [sys.executable, "-m", "tests.helpers.slack_server", "--root", str(workdir / "bot"),
+               "--database-url", database_url, "--api-url", stub.api_url, "--port", str(port),
+               "--delay", str(args.delay), "--replies", str(args.waves * args.concurrency + 10)]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the server exited during start-up")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not start within 90 s")
+
+
+async def send(http: httpx.AsyncClient, channel: str, number: int, path: str = "/slack/events") -> tuple[float, float, int]:
+    """One signed mention; (send time, ack latency in ms, status)."""
+    ts = f"{1_700_000_000 + number}.000100"
+    event = {"type": "app_mention", "channel": channel, "user": f"U{number % 7}", "ts": ts, "client_msg_id": f"b{number}",
+             "text": f"<@{BOT_USER_ID}> question number {number}: how do I reset my password?"}
+    body = event_body(event, event_id=f"EvBench{number}")
+    started = time.monotonic()
+    response = await http.post(path, content=body, headers=signed_headers(body))
+    return started, (time.monotonic() - started) * 1000, response.status_code
+
+
+async def run(url: str, stub: SlackStub, args: argparse.Namespace) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        for number in range(3):  # warm-up: the bot's first turn, auth.test, connections
+            await send(http, "CWARM", number)
+        await stub.wait_for(lambda calls: sum(1 for c in calls if c.method == "chat.update"
+                                              and c.args.get("channel") == "CWARM") >= 3, timeout=60)
+        baseline: list[tuple[float, float, int]] = []
+        results: list[tuple[float, float, int]] = []
+        begun = time.monotonic()
+        for wave in range(args.waves):
+            numbers = range(1000 + wave * args.concurrency, 1000 + (wave + 1) * args.concurrency)
+            results += await asyncio.gather(*(send(http, "CBENCH", n) for n in numbers))
+            await asyncio.sleep(args.gap / 2)
+            # The floor, under the same load: the same requests to a bare verified endpoint.
+            baseline += await asyncio.gather(*(send(http, "CBASE", n, "/bench/noop") for n in numbers))
+            await asyncio.sleep(args.gap / 2)
+        sent = len(results)
+        try:
+            calls = await stub.wait_for(
+                lambda calls: sum(1 for c in calls if c.method == "chat.update" and c.args.get("channel") == "CBENCH"
+                                  and c.args.get("blocks")) >= sent, timeout=args.timeout)
+        except AssertionError:
+            calls = stub.snapshot()
+    finals = [c for c in calls if c.method == "chat.update" and c.args.get("channel") == "CBENCH" and c.args.get("blocks")]
+    placeholders = [c for c in calls if c.method == "chat.postMessage" and c.args.get("channel") == "CBENCH"]
+    acks = [latency for _, latency, _ in results]
+    floor = [latency for _, latency, _ in baseline]
+    statuses = sorted({status for _, _, status in results})
+    last_answer_s = (max(c.at for c in finals) - begun) if finals else None
+    return {
+        "events": sent, "statuses": statuses, "ack_ms": {
+            "p50": statistics.median(acks), "p90": _percentile(acks, 90), "p99": _percentile(acks, 99),
+            "max": max(acks), "mean": statistics.fmean(acks)},
+        "baseline_ms": {"p50": statistics.median(floor), "p90": _percentile(floor, 90), "p99": _percentile(floor, 99),
+                        "max": max(floor), "mean": statistics.fmean(floor)},
+        "answers": len(finals), "placeholders": len(placeholders),
+        "all_answered_after_s": last_answer_s, "target_p99_ms": TARGET_P99_MS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--waves", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--gap", type=float, default=0.5, help="seconds between waves")
+    parser.add_argument("--delay", type=float, default=1.0, help="seconds each scripted answer takes")
+    parser.add_argument("--postgres", metavar="URL", nargs="?", const=os.environ.get("BOTKIT_TEST_POSTGRES_URL", ""),
+                        help="use a scratch database on this PostgreSQL server (default: $BOTKIT_TEST_POSTGRES_URL) "
+                        "instead of a SQLite file; it is dropped afterwards")
+    parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for the answers")
+    args = parser.parse_args()
+
+    if args.postgres == "":
+        raise SystemExit("--postgres needs a URL (or BOTKIT_TEST_POSTGRES_URL)")
+    with ExitStack() as stack:
+        args.database_url = stack.enter_context(scratch_postgres(args.postgres)) if args.postgres else None
+        report = measure(args)
+    report_and_save(report, args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve, send the waves, wait for the answers; the report."""
+    with tempfile.TemporaryDirectory(prefix="bench-slack-") as tmp, SlackStub() as stub:
+        port = _free_port()
+        server = start_server(Path(tmp), stub, port, args)
+        try:
+            report = asyncio.run(run(f"http://127.0.0.1:{port}", stub, args))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    return report
+
+
+def report_and_save(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print the table and write the JSON file."""
+    database = "postgresql" if args.database_url else "sqlite"
+    report.update(database=database, waves=args.waves, concurrency=args.concurrency, delay_s=args.delay,
+                  gap_s=args.gap, python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(),
+                  load_avg=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+    ack = report["ack_ms"]
+    ok = ack["p99"] <= TARGET_P99_MS
+    print(f"\nSlack ack latency ({report['events']} events, {args.waves} waves x {args.concurrency} concurrent, "
+          f"{database}, answers take {args.delay:.1f} s)")
+    base = report["baseline_ms"]
+    print(f"{'ack latency, ms':<36} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
+    print(f"{'/slack/events (claim, then answer)':<36} {ack['p50']:8.1f} {ack['p90']:8.1f} {ack['p99']:8.1f} "
+          f"{ack['max']:8.1f}   target p99 <= {TARGET_P99_MS:.0f}: {'PASS' if ok else 'FAIL'}")
+    print(f"{'bare verified endpoint (floor)':<36} {base['p50']:8.1f} {base['p90']:8.1f} {base['p99']:8.1f} "
+          f"{base['max']:8.1f}   same process and load, no Bolt, no claim")
+    after = report["all_answered_after_s"]
+    print(f"answers: {report['answers']}/{report['events']} (placeholders {report['placeholders']}), HTTP {report['statuses']}"
+          + (f", all in {after:.1f} s" if after is not None else ""))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"bench_slack_ack-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,17 +8,19 @@ Passwords are hashed with Argon2id (``argon2-cffi``); a session is a 256-bit ran
 >>> agent = await agents.create("ana@example.com", "a long password", bots=["acme"])
 >>> await agents.authenticate("ana@example.com", "a long password")
 
-:func:`handoff_message` is what the dialogue manager says when it hands a conversation to
-a person: ``escalation.message`` during business hours, else when someone will answer.
+:func:`handoff_message` (from :mod:`botkit.business_hours`) is what the dialogue manager says
+when it hands a conversation to a person: ``escalation.message`` during business hours,
+else when someone will answer.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
@@ -26,14 +28,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botkit._tables import agent_sessions, agents, reading, writing
-from botkit.config import BotConfig, BusinessHoursSettings
+from botkit.business_hours import handoff_message, is_open, next_opening
 from botkit.errors import ConfigError, StoreError
 
 AgentRole = Literal["agent", "admin"]
 ROLES: tuple[AgentRole, ...] = ("agent", "admin")
 MIN_PASSWORD_CHARS = 10
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)
@@ -143,14 +144,16 @@ class AgentDirectory:
             raise ValueError(f"{email!r} is not an email address")
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
-        values = {"id": secrets.token_hex(8), "email": email, "password_hash": hash_password(password), "role": role,
-                  "bots": sorted(set(bots)), "created_at": datetime.now(timezone.utc), "disabled_at": None}
+        agent = Agent(id=secrets.token_hex(8), email=email, role=role, bots=tuple(sorted(set(bots))),
+                      created_at=datetime.now(timezone.utc))
+        values = {"id": agent.id, "email": email, "password_hash": hash_password(password), "role": role,
+                  "bots": list(agent.bots), "created_at": agent.created_at, "disabled_at": None}
         try:
             async with writing(self.engine, "create an agent", passthrough=(IntegrityError,)) as conn:
                 await conn.execute(agents.insert().values(values))
         except IntegrityError as exc:
             raise StoreError(f"an agent with email {email} already exists") from exc
-        return Agent(id=values["id"], email=email, role=role, bots=tuple(values["bots"]), created_at=values["created_at"])
+        return agent
 
     async def get(self, agent_id: str) -> Agent | None:
         """The agent with this id, or ``None``."""
@@ -171,7 +174,7 @@ class AgentDirectory:
         return [_to_agent(row) for row in rows]
 
     async def update(self, email: str, *, password: str | None = None, role: AgentRole | None = None,
-                     bots: list[str] | None = None, disabled: bool | None = None) -> bool:
+                     bots: builtins.list[str] | None = None, disabled: bool | None = None) -> bool:
         """Change an account (a disabled one cannot sign in; its sessions end); ``False`` if unknown."""
         values: dict[str, Any] = {}
         if password is not None:
@@ -241,74 +244,6 @@ class AgentDirectory:
         if token:
             async with writing(self.engine, "end a console session") as conn:
                 await conn.execute(delete(agent_sessions).where(agent_sessions.c.id == _token_id(token)))
-
-
-# -- business hours ---------------------------------------------------------------------------
-
-
-def _zone(settings: BusinessHoursSettings) -> Any:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(settings.timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"business_hours.timezone: unknown time zone {settings.timezone!r}",
-                          hint="use an IANA name such as Europe/Paris") from exc
-
-
-def _ranges(settings: BusinessHoursSettings, day: date) -> list[tuple[time, time | None]]:
-    if day.isoformat() in settings.holidays:
-        return []
-    out: list[tuple[time, time | None]] = []
-    for item in settings.hours.get(_DAYS[day.weekday()], []):
-        start, end = item.split("-")
-        out.append((time.fromisoformat(start), None if end == "24:00" else time.fromisoformat(end)))
-    return sorted(out, key=lambda r: r[0])
-
-
-def next_opening(settings: BusinessHoursSettings, now: datetime | None = None) -> datetime | None:
-    """When people answer next, in the business time zone: ``now`` itself when open, ``None``
-    when no opening hours fall in the next two weeks."""
-    zone = _zone(settings)
-    local = (now or datetime.now(timezone.utc)).astimezone(zone)
-    for offset in range(15):
-        day = local.date() + timedelta(days=offset)
-        for start, end in _ranges(settings, day):
-            opens = datetime.combine(day, start, tzinfo=zone)
-            closes = datetime.combine(day, end, tzinfo=zone) if end else datetime.combine(
-                day + timedelta(days=1), time(0), tzinfo=zone)
-            if local < closes:
-                return max(opens, local)
-    return None
-
-
-def is_open(settings: BusinessHoursSettings, now: datetime | None = None) -> bool:
-    """Whether people answer right now (always, when business hours are off)."""
-    if not settings.enabled:
-        return True
-    at = (now or datetime.now(timezone.utc)).astimezone(_zone(settings))
-    return next_opening(settings, at) == at
-
-
-def handoff_message(config: BotConfig, now: datetime | None = None) -> str:
-    """What the bot says when it hands a conversation to a person at ``now`` (default: now).
-
-    ``escalation.message`` during business hours (or when they are off); outside them,
-    ``business_hours.message`` with ``{next_open}`` filled in (``on Monday at 09:00 (UTC)``).
-    """
-    settings = config.business_hours
-    at = now or datetime.now(timezone.utc)
-    if is_open(settings, at):
-        return config.escalation.message
-    opening = next_opening(settings, at)
-    if opening is None:
-        when = "as soon as possible"
-    else:
-        local = at.astimezone(opening.tzinfo)
-        day = ("today" if opening.date() == local.date() else "tomorrow"
-               if opening.date() == local.date() + timedelta(days=1) else f"on {opening:%A}")
-        when = f"{day} at {opening:%H:%M} ({settings.timezone})"
-    return settings.message.replace("{next_open}", when)
 
 
 __all__ = [

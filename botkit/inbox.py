@@ -75,10 +75,7 @@ def _utc(value: datetime) -> datetime:
 
 
 _REQUEST_WORDS = frozenset(
-    "i i'd id i'm im would like want wanna need to please pls can could you me let a an the now just talk speak chat "
-    "with get give put connect transfer pass through human humans person people agent agents representative rep "
-    "operator someone somebody real actual live staff support team customer service manager supervisor hi hello "
-    "hey ok okay is there be".split()
+    ["i", "i'd", "id", "i'm", "im", "would", "like", "want", "wanna", "need", "to", "please", "pls", "can", "could", "you", "me", "let", "a", "an", "the", "now", "just", "talk", "speak", "chat", "with", "get", "give", "put", "connect", "transfer", "pass", "through", "human", "humans", "person", "people", "agent", "agents", "representative", "rep", "operator", "someone", "somebody", "real", "actual", "live", "staff", "support", "team", "customer", "service", "manager", "supervisor", "hi", "hello", "hey", "ok", "okay", "is", "there", "be"]
 )
 _WORD = re.compile(r"[^\W\d_][\w'’]*")
 
@@ -161,7 +158,8 @@ class Inbox:
         conversation = await self.conversation(agent, conversation_id)
         if conversation.state != "handoff":
             raise InboxError("only conversations waiting for a person can be claimed")
-        values = {"conversation_id": conversation_id, "agent_id": agent.id, "claimed_at": datetime.now(timezone.utc)}
+        at = datetime.now(timezone.utc)
+        values = {"conversation_id": conversation_id, "agent_id": agent.id, "claimed_at": at}
         try:
             async with writing(self.engine, "claim a conversation", passthrough=(IntegrityError,)) as conn:
                 await conn.execute(conversation_claims.insert().values(values))
@@ -172,15 +170,15 @@ class Inbox:
             if holder is None:  # released in between: try once more
                 return await self.claim(agent, conversation_id)
             return holder
-        return Claim(conversation_id, agent.id, agent.email, values["claimed_at"])
+        return Claim(conversation_id, agent.id, agent.email, at)
 
     async def _holding(self, agent: Agent, conversation_id: str, *, admin_override: bool) -> Conversation:
         conversation = await self.conversation(agent, conversation_id)
         holder = await self.claim_of(conversation_id)
-        if holder is None or holder.agent_id != agent.id:
-            if not (admin_override and agent.role == "admin"):
-                who = f"{holder.agent_email} holds it" if holder else "claim it first"
-                raise InboxError(f"you do not hold this conversation ({who})")
+        mine = holder is not None and holder.agent_id == agent.id
+        if not mine and not (admin_override and agent.role == "admin"):
+            who = f"{holder.agent_email} holds it" if holder else "claim it first"
+            raise InboxError(f"you do not hold this conversation ({who})")
         return conversation
 
     async def release(self, agent: Agent, conversation_id: str) -> None:
@@ -249,4 +247,4 @@ class Inbox:
         return updated
 
 
-__all__ = ["Claim", "Inbox", "InboxError", "Note", "NotVisible", "QueueItem", "is_bare_request", "visitor_question"]
+__all__ = ["Claim", "Inbox", "InboxError", "NotVisible", "Note", "QueueItem", "is_bare_request", "visitor_question"]

@@ -14,6 +14,7 @@ Event types: ``conversation.handoff``, ``conversation.closed``, ``message.create
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import secrets
 import time
@@ -72,7 +73,7 @@ async def notify(observers: Sequence[Observer], events: Iterable[BotEvent]) -> N
         for observer in list(observers):
             try:
                 await observer(event)
-            except Exception:  # noqa: BLE001 - see the docstring
+            except Exception:
                 log.exception("observer %r failed on %s", observer, event.type)
 
 
@@ -221,7 +222,7 @@ class Webhooks:
         self._cache = None
         return bool(result.rowcount)
 
-    async def _subscribers(self, event_type: str) -> list[WebhookEndpoint]:
+    async def _subscribers(self, event_type: str) -> builtins.list[WebhookEndpoint]:
         cached = self._cache
         if cached is None or cached[0] < time.monotonic():
             cached = self._cache = (time.monotonic() + _CACHE_S, [e for e in await self.list() if e.active])
@@ -253,7 +254,7 @@ class Webhooks:
         """An :data:`Observer` that publishes every event (register it on ``bot.observers``)."""
         await self.publish(event)
 
-    async def deliveries(self, *, limit: int = 50, status: str | None = None) -> list[Delivery]:
+    async def deliveries(self, *, limit: int = 50, status: str | None = None) -> builtins.list[Delivery]:
         """Outbox rows, newest first; ``status``: ``pending``, ``delivered`` or ``failed``."""
         d = webhook_deliveries.c
         query = select(webhook_deliveries).order_by(d.id.desc()).limit(limit)

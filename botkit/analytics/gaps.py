@@ -173,10 +173,10 @@ def find_gaps(
         for i in order:
             if texts[i].casefold() not in (s.casefold() for s in seen):
                 seen.append(texts[i])
-        reasons = Counter(r for i in members for r in questions[i].reasons)
+        reasons = Counter(r for i in members for r in questions[int(i)].reasons)
         cluster = GapCluster(label=texts[order[0]], terms=terms.get(label, []), size=len(members),
                              reasons=dict(reasons.most_common()), examples=seen[:examples],
-                             conversation_ids=sorted({questions[i].conversation_id for i in members})[:20])
+                             conversation_ids=sorted({questions[int(i)].conversation_id for i in members})[:20])
         if retriever is not None:
             _nearest(cluster, retriever)
         clusters.append(cluster)

@@ -39,10 +39,11 @@ def _ms(value: float | None) -> str:
 def format_text(report: Report, gaps: Sequence[GapCluster] = ()) -> str:
     """The report for a terminal."""
     t = report.total
+    totals = (f"conversations {t.conversations}   turns {t.turns}   deflection {_pct(t.deflection_rate)}   "
+              f"handoff {_pct(t.handoff_rate)}   abstention {_pct(t.abstention_rate)}   "
+              f"thumbs {t.thumbs_up} up / {t.thumbs_down} down (CSAT {_pct(t.csat)})")
     lines = [f"botkit report{' for ' + report.bot if report.bot else ''}: {report.since} to {report.until} ({report.timezone})",
-             "", f"conversations {t.conversations}   turns {t.turns}   deflection {_pct(t.deflection_rate)}   "
-             f"handoff {_pct(t.handoff_rate)}   abstention {_pct(t.abstention_rate)}   "
-             f"thumbs {t.thumbs_up} up / {t.thumbs_down} down (CSAT {_pct(t.csat)})", "", "by channel:"]
+             "", totals, "", "by channel:"]
     for name, b in report.channels.items():
         lines.append(f"  {name:<12} {b.conversations:>6} conversations  deflection {_pct(b.deflection_rate):>6}  "
                      f"abstention {_pct(b.abstention_rate):>6}  CSAT {_pct(b.csat):>6}")
@@ -86,7 +87,7 @@ def stacked_bars(labels: Sequence[str], series: Sequence[Sequence[float]], names
             f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{peak:g}</text>',
             f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>']
     for i, label in enumerate(labels):
-        y = height - bottom
+        y: float = height - bottom
         for k, values in enumerate(series):
             h = values[i] / peak * plot_h
             if h > 0:

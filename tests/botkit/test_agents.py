@@ -178,7 +178,7 @@ def test_business_hours_and_the_out_of_hours_handoff_message() -> None:
         BusinessHoursSettings(hours={"mon": ["17:00-09:00"]})
 
 
-def HOURS_ZONE() -> Any:  # noqa: N802 - reads like a constant
+def HOURS_ZONE() -> Any:
     from zoneinfo import ZoneInfo
 
     return ZoneInfo("Europe/Paris")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-
 from sqlalchemy import update
 
 from botkit._tables import agent_sessions

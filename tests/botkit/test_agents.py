@@ -204,3 +204,11 @@ def test_agents_cli(tmp_path: Path) -> None:
     assert short.exit_code == 2 and "at least 10" in short.output
     assert runner.invoke(app, ["agents", "remove", "ana@example.com", "--bot", str(tmp_path)]).exit_code == 0
     assert runner.invoke(app, ["agents", "remove", "ana@example.com", "--bot", str(tmp_path)]).exit_code == 2
+
+
+async def test_out_of_hours_handoff_through_the_bot(make_bot: Any) -> None:
+    closed = BusinessHoursSettings(enabled=True, timezone="UTC", hours={})  # nobody answers in the next two weeks
+    async with make_bot(business_hours=closed) as bot:
+        reply = await bot.reply(None, "I'd like to talk to a human, please.")
+        assert reply.handoff and "offline" in reply.text and "as soon as possible" in reply.text
+        assert "email address" in reply.text

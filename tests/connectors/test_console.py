@@ -167,6 +167,8 @@ async def test_handoff_flow_over_http(web_app: Any, agents: AgentDirectory, kit:
         assert "already claimed" in (claims[1] if winner is ana else claims[0]).text
         assert (await loser.post(base + "/reply", data={"csrf": csrf_b if loser is bo else csrf_a,
                                                          "text": "me too"})).status_code == 409
+        await visitor.post(f"/api/v1/conversations/{conversation_id}/messages", headers=headers,
+                           json={"text": "You can also email me at jane.doe@example.com"})  # queued for the person
         sent = await winner.post(base + "/reply", data={"csrf": csrf_w, "text": "Hi! Yes, bank transfers work <b>too</b>."})
         assert sent.status_code == 303
         noted = await winner.post(base + "/notes", data={"csrf": csrf_w, "text": "VIP customer, internal only"})
@@ -174,6 +176,7 @@ async def test_handoff_flow_over_http(web_app: Any, agents: AgentDirectory, kit:
         page = await winner.get(base)
         assert "bank transfers work &lt;b&gt;too&lt;/b&gt;" in page.text and "VIP customer" in page.text
         assert "claimed by you" in page.text
+        assert "visitor's email: jane.doe@example.com" in page.text
 
         history = (await visitor.get(f"/api/v1/conversations/{conversation_id}/messages", headers=headers)).json()
         roles = [m["role"] for m in history["messages"]]

@@ -7,6 +7,7 @@ style (the pages are served under a strict CSP); ``console.js`` adds live update
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,6 +19,7 @@ from botkit.inbox import Claim, Note, QueueItem
 from botkit.store.base import Conversation, Message
 from botkit.webhooks import Delivery, WebhookEndpoint
 
+_EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+")
 RESOLUTIONS = ("resolved", "answered by email", "no reply from visitor", "duplicate", "spam", "other")
 
 
@@ -144,6 +146,9 @@ def conversation_fragment(conversation: Conversation, history: Sequence[Message]
         facts.append(f"escalated: {e(c.metadata['handoff_reason'])}")
     if c.state == "handoff" and isinstance(handoff_at, (int, float)):
         facts.append(f"waiting {waiting(time.time() - handoff_at)}")
+    emails = sorted({found for m in history if m.role == "user" for found in _EMAIL.findall(m.text)})
+    if emails:  # left outside business hours, to be answered by email
+        facts.append("visitor's email: " + ", ".join(e(x) for x in emails[:3]))
     if c.metadata.get("resolution"):
         facts.append(f"resolution: {e(c.metadata['resolution'])}")
     facts.append("claimed by " + ("you" if mine else e(claim.agent_email)) if claim else "not claimed")

@@ -173,7 +173,7 @@ class DeliveryWorker:
             wakeup.clear()
             try:
                 await self.run_once()
-            except Exception:  # noqa: BLE001 - a background loop logs and keeps going (database restarts)
+            except Exception:  # a background loop logs and keeps going (database restarts, bugs in one row)
                 log.exception("webhook delivery pass failed; retrying in %.0fs", self.settings.poll_interval_s)
             with contextlib.suppress(asyncio.TimeoutError):
                 stop = asyncio.ensure_future(self._stop.wait())

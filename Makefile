@@ -3,7 +3,7 @@ BOT ?= examples/faq-agent
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run install test test-fast bench clean
+.PHONY: run install test test-all test-fast bench clean
 
 ## run: install botkit and serve the example FAQ agent at http://$(HOST):$(PORT)
 run:
@@ -14,8 +14,12 @@ run:
 install:
 	scripts/install.sh all
 
-## test: install the test dependencies and run the whole suite (what CI runs)
+## test: install the test dependencies and run the suite (what CI runs; slow model training excluded)
 test:
+	scripts/test.sh -m "not slow"
+
+## test-all: everything, including slow tests (full classifier training: many minutes on CPU)
+test-all:
 	scripts/test.sh
 
 ## test-fast: the suite without slow, browser and fault-injection tests

@@ -157,7 +157,7 @@ def render_partial(text: str) -> SlackMessage:
 
 
 def citations_block(citations: Sequence[Citation]) -> dict[str, Any] | None:
-    """A context block listing the sources: ``<url|title>`` when there is a url, else the source name."""
+    """A context block listing the sources: ``<url|title>`` for a citation with a URL, else its source name."""
     if not citations:
         return None
     items = []
@@ -166,7 +166,7 @@ def citations_block(citations: Sequence[Citation]) -> dict[str, Any] | None:
         if citation.url and re.match(r"https?://", citation.url):
             items.append(f"[{citation.number}] <{url_target(citation.url)}|{escape(title)}>")
         else:
-            items.append(f"[{citation.number}] {escape(citation.source if not citation.title else title)}")
+            items.append(f"[{citation.number}] {escape(citation.source)}")
     if len(items) > CONTEXT_ELEMENTS:
         items[CONTEXT_ELEMENTS - 1:] = ["  ".join(items[CONTEXT_ELEMENTS - 1:])[:SECTION_LIMIT]]
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": item} for item in items]}

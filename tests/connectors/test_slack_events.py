@@ -204,3 +204,16 @@ async def test_recovery_finishes_a_dead_workers_event_in_its_placeholder(
     assert update.args["ts"] == "1699999999.000100" and update.args["text"] == "[scripted] where was I?"
     assert "slack_placeholder:EvRecover" not in (await slack.bot.conversation(conversation.id)).metadata  # type: ignore[union-attr]
     assert await slack.connector.delivery.recover() == 0  # done: not taken again
+
+
+async def test_a_failed_answer_is_recorded_as_failed_not_retried(
+    slack: SlackHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack.stub.fail("chat.postMessage", "channel_not_found")
+    assert (await slack.event(mention("CFAIL", "anyone?"), event_id="EvFail")).status_code == 200
+    await slack.settle()
+    assert not slack.calls("chat.update", "CFAIL")
+    monkeypatch.setattr(slack.connector.delivery, "grace_s", 0.0)
+    assert await slack.connector.delivery.recover() == 0  # "failed", not "pending": no second try
+    assert (await slack.event(mention("CFAIL", "and now?", ts="1700000050.000100"), event_id="EvFail2")).status_code == 200
+    await slack.stub.wait_for(lambda _: answers(slack, "CFAIL") == ["[scripted] and now?"])

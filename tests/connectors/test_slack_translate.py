@@ -108,7 +108,7 @@ def _reply(text: str, **fields: object) -> Reply:
 
 def test_render_a_short_answer_with_citations_and_buttons() -> None:
     citations = [Citation(1, "account/reset.md", "Reset <password>", "…", url="https://help.example.com/reset"),
-                 Citation(2, "faq.csv", "", "…")]
+                 Citation(2, "faq.csv", "Frequently asked", "…")]  # no URL: the source name
     (message,) = render(_reply("Use **Forgot password?** [1][2].", citations=citations))
     section, context, actions = message["blocks"]
     assert section["text"] == {"type": "mrkdwn", "text": "Use *Forgot password?* [1][2]."}

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from botkit.bot import Bot
 from botkit.config import SlackSettings
 from botkit.errors import ConfigError
+from botkit.webhooks import BotEvent
 from connectors.slack import translate
 from connectors.slack.delivery import EventDelivery
 from connectors.slack.turns import Place, SlackTurns
@@ -79,9 +80,13 @@ class SlackConnector:
             self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.client.timeout))
         await self.bot.start()
         await self.delivery.start()
+        if self._relay_agent_reply not in self.bot.observers:
+            self.bot.observers.append(self._relay_agent_reply)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Stop recovery and let events in progress finish (up to ``timeout`` s)."""
+        if self._relay_agent_reply in self.bot.observers:
+            self.bot.observers.remove(self._relay_agent_reply)
         await self.delivery.aclose(timeout)
         session, self.client.session = self.client.session, None
         if session is not None:
@@ -107,6 +112,15 @@ class SlackConnector:
         if self._bot_user_id is None:
             self._bot_user_id = (await self.client.auth_test()).get("user_id")
         return self._bot_user_id
+
+    async def _relay_agent_reply(self, event: BotEvent) -> None:
+        """A bot observer: a human agent's reply from the console goes into the Slack thread."""
+        message = event.data.get("message") or {}
+        if event.type != "message.created" or event.data.get("channel") != translate.CHANNEL:
+            return
+        if message.get("role") != "agent" or not message.get("text"):
+            return
+        await self.turns.post_agent_reply(event.conversation_id, str(message["text"]), agent=message.get("agent"))
 
     # -- buttons -----------------------------------------------------------------------
 

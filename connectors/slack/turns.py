@@ -24,6 +24,7 @@ from botkit.errors import BotkitError, InvalidMessage
 from botkit.messages import IncomingMessage, Reply, ReplyDelta, ReplyDone
 from botkit.store.base import Conversation
 from connectors.slack import translate
+from connectors.slack.mrkdwn import to_mrkdwn
 
 log = logging.getLogger("botkit.slack")
 
@@ -168,3 +169,19 @@ class SlackTurns:
         except SlackApiError as exc:  # the user's answer is out; a misconfigured channel is the operator's to fix
             log.error("slack: could not post the handoff of %s in slack.support_channel %s: %s (invite the bot "
                       "to that channel?)", conversation_id, support, exc.response.get("error"))
+
+    async def post_agent_reply(self, conversation_id: str, text: str, *, agent: str | None = None) -> bool:
+        """Post a human agent's reply (written in the console) where the conversation lives:
+        its thread, or the user's DM. ``False`` when the conversation is not a Slack one."""
+        conversation = await self.bot.store.get_conversation(conversation_id)
+        slack = (conversation.metadata or {}).get("slack") if conversation is not None else None
+        if not slack or not slack.get("channel"):
+            return False
+        thread_ts = slack.get("thread_ts") if conversation is not None and conversation.external_id and \
+            conversation.external_id.startswith("thread:") else None
+        heading = f"*{agent}* (support team)" if agent else "*Support team*"
+        await self.client.chat_postMessage(
+            channel=slack["channel"], thread_ts=thread_ts, text=f"{heading}\n{to_mrkdwn(text)}", unfurl_links=False,
+        )
+        return True
+

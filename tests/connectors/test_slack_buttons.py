@@ -106,3 +106,28 @@ async def test_asking_for_a_human_in_words_announces_the_handoff(slack: SlackHar
     await slack.settle()
     notices = [c for c in slack.calls("chat.postMessage", SUPPORT) if "CWORDS" in c.args["text"]]
     assert len(notices) == 1
+
+
+async def test_an_agents_console_reply_is_posted_in_the_thread(slack: SlackHarness) -> None:
+    from botkit.agents import AgentDirectory
+    from botkit.inbox import Inbox
+
+    root = "1700000014.000100"
+    await ask(slack, "CAGENT", "I need a real person now", root=root)
+    await slack.settle()
+    conversation = await slack.bot.store.find_conversation(
+        bot=slack.bot.name, channel="slack", external_id=f"thread:{TEAM_ID}:CAGENT:{root}")
+    assert conversation is not None and conversation.state == "handoff"
+    conversation_id = conversation.id
+    directory = AgentDirectory.from_url(slack.bot.config.resolved_database_url)
+    try:
+        agent = await directory.create("agent@example.com", "correct horse battery", bots=[slack.bot.name])
+        inbox = Inbox(store=slack.bot.store, engine=directory.engine, observers=slack.bot.observers)
+        await inbox.claim(agent, conversation_id)
+        await inbox.reply(agent, conversation_id, "Hi, this is **Dana** from support. I'm on it.")
+    finally:
+        await directory.aclose()
+    await slack.stub.wait_for(lambda _: any("Dana" in c.args.get("text", "") for c in slack.calls("chat.postMessage", "CAGENT")))
+    (posted,) = [c for c in slack.calls("chat.postMessage", "CAGENT") if "Dana" in c.args.get("text", "")]
+    assert posted.args["thread_ts"] == root
+    assert "*Dana*" in posted.args["text"] and "agent@example.com" in posted.args["text"]

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "botkit.commands.knowledge",
     "botkit.commands.chat",
     "botkit.commands.db",
+    "botkit.commands.transfer",
     "botkit.commands.serve",
     "botkit.commands.slack",
     "botkit.commands.keys",

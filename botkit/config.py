@@ -72,6 +72,10 @@ class LimitsSettings(BaseModel):
     history_turns: int = Field(12, ge=0, le=200, description="Messages of history loaded per turn.")
     turn_timeout_s: float = Field(60.0, gt=0, description="Deadline of a whole turn across fallbacks.")
     lock_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a conversation's turn lock.")
+    breaker_failures: int = Field(3, ge=1, description="Consecutive failures of a backend that open its circuit.")
+    breaker_cooldown_s: float = Field(
+        30.0, gt=0, description="How long an open circuit skips its backend before one trial call is let through."
+    )
 
 
 class EscalationSettings(BaseModel):
@@ -229,6 +233,19 @@ class WebhookSettings(BaseModel):
     poll_interval_s: float = Field(2.0, gt=0, le=300, description="How often the worker looks for due deliveries.")
 
 
+class ObservabilitySettings(BaseModel):
+    """The ``observability:`` section: logs, metrics and traces (see botkit.logging, botkit.metrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    json_logs: bool = Field(True, description="`botkit serve` writes one JSON object per log line (else plain text).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of `botkit serve` (info: one line per turn and per request)."
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics (needs the server extra).")
+    otel: bool = Field(False, description="OpenTelemetry spans per turn (pip install 'botkit[otel]'; configure the SDK).")
+
+
 class BotConfig(BaseModel):
     """The whole bot configuration (``bot.yaml``)."""
 
@@ -252,6 +269,7 @@ class BotConfig(BaseModel):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     business_hours: BusinessHoursSettings = Field(default_factory=BusinessHoursSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     # Set by load_config, not by users.
     root: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from botkit import metrics  # observability: stage timings, the turn's log line
 from botkit.agents import handoff_message  # escalation.message, or when people answer (business hours)
 from botkit.backends.base import Completion, Done, TextDelta
 from botkit.config import BotConfig
@@ -175,6 +176,7 @@ class DialogueManager:
 
     async def _turn(self, incoming: IncomingMessage, *, streaming: bool) -> AsyncIterator[ReplyEvent]:
         started = time.perf_counter()
+        metrics.begin_turn(self.config)  # observability
         limits = self.config.limits
         text = clean_text(incoming.text, max_chars=limits.max_message_chars)
         conversation = await self.conversation_for(incoming)
@@ -186,7 +188,9 @@ class DialogueManager:
             if stored is not None:
                 yield ReplyDone(self._reply_from_message(conversation, stored, duplicate=True))
                 return
+        lock_requested = time.perf_counter()  # observability
         async with self.store.turn_lock(conversation.id, timeout=limits.lock_timeout_s):
+            metrics.lock_waited(time.perf_counter() - lock_requested)  # observability
             if not created:  # a retry of a turn that may have finished while we waited
                 stored = await self.store.get_reply(user.id)
                 if stored is not None:
@@ -307,6 +311,12 @@ class DialogueManager:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             abstained=abstained,
+        )
+        metrics.turn_done(  # observability: metrics, the turn's log line, its trace
+            conversation_id=conversation.id, message_id=message.id, reply_to=user.id, backend=message.backend,
+            latency_ms=latency_ms, prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None, abstained=abstained, handoff=handoff,
+            answered=completion is not None and not abstained and not handoff, citations=len(citations),
         )
         return Reply(
             conversation_id=conversation.id, text=text, citations=citations, backend=message.backend,

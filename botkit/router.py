@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from botkit import metrics
 from botkit.backends.base import Backend, Completion, Done, Prompt, StreamEvent, TextDelta, backend_error
 from botkit.errors import BackendError, BackendTimeout
 
@@ -148,7 +149,9 @@ class Router:
         from botkit.backends.registry import create_backend
 
         backends = [create_backend(spec, config) for spec in config.backends]
-        return cls(backends, turn_timeout=config.limits.turn_timeout_s, breaker=breaker)
+        limits = config.limits
+        breaker = breaker or BreakerPolicy(failure_threshold=limits.breaker_failures, cooldown_s=limits.breaker_cooldown_s)
+        return cls(backends, turn_timeout=limits.turn_timeout_s, breaker=breaker)
 
     @property
     def backends(self) -> list[Backend]:
@@ -180,7 +183,7 @@ class Router:
             except BaseException:
                 slot.breaker.release()
                 raise
-            slot.breaker.record_success()
+            self._succeeded(slot, started, first_token=True)
             return completion
         raise AllBackendsFailed(attempts)
 
@@ -203,10 +206,12 @@ class Router:
                     except StopAsyncIteration as exc:
                         raise backend_error(BackendError, f"{slot.name}: stream ended without Done", retryable=False) from exc
                     if isinstance(event, Done):
-                        slot.breaker.record_success()  # before yielding: the caller may stop at Done
+                        self._succeeded(slot, started, first_token=not sent)  # before yielding: the caller may stop
                         yield event
                         return
                     if isinstance(event, TextDelta):
+                        if not sent:
+                            metrics.first_token(slot.name, time.monotonic() - started)  # observability
                         sent.append(event.text)
                     yield event
             except (BackendError, TimeoutError, asyncio.TimeoutError) as exc:
@@ -230,8 +235,18 @@ class Router:
             return None
         if not slot.breaker.allow():
             attempts.append(Attempt(slot.name, "skipped", "circuit open"))
+            metrics.backend_attempt(slot.name, "skipped", 0.0)  # observability
             return None
+        metrics.circuit(slot.name, slot.breaker.state)  # observability: a half-open trial starts
         return self._budget(slot, turn_deadline)
+
+    def _succeeded(self, slot: _Slot, started: float, *, first_token: bool) -> None:
+        slot.breaker.record_success()
+        elapsed = time.monotonic() - started
+        if first_token:  # generate(), or a stream whose whole text came with Done
+            metrics.first_token(slot.name, elapsed)
+        metrics.backend_attempt(slot.name, "ok", elapsed)
+        metrics.circuit(slot.name, slot.breaker.state)
 
     def _failed(self, slot: _Slot, exc: BaseException, started: float, budget: float, attempts: list[Attempt]) -> None:
         slot.breaker.record_failure()
@@ -241,6 +256,8 @@ class Router:
             attempts.append(Attempt(slot.name, "timeout", detail, elapsed))
         else:
             attempts.append(Attempt(slot.name, "failed", f"{type(exc).__name__}: {exc}", elapsed))
+        metrics.backend_attempt(slot.name, attempts[-1].outcome, elapsed, exc)  # observability
+        metrics.circuit(slot.name, slot.breaker.state)
 
     async def aclose(self) -> None:
         """Close every backend."""

@@ -30,6 +30,7 @@ from knowledge.embeddings import Embedder
 from knowledge.errors import IndexUnavailable, SourceError
 from knowledge.lexical import LexicalIndex
 from knowledge.manifest import Manifest, ManifestEntry, now
+from knowledge.observe import emit
 from knowledge.settings import KnowledgeSettings
 from knowledge.sources import discover, parse, read
 from knowledge.store import VectorStore
@@ -210,6 +211,7 @@ def sync_into(
     report.chunks = store.count()
     report.seconds = time.perf_counter() - started
     manifest.set_meta("last_ingest", {"at": now(), "model": embedder.model_id, "report": report.to_dict()})
+    emit("ingest", report=report)  # knowledge.observe: ingestion counts for metrics
     return report
 
 

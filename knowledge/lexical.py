@@ -179,6 +179,30 @@ class LexicalIndex:
         with self.lock:
             return {row[0] for row in self.conn.execute("SELECT chunk_id FROM chunk_meta")}
 
+    def committed(self, ids: Sequence[str]) -> list[str]:
+        """The ids in ``ids`` that this index names, in order; all of them when it names none.
+
+        The chunk ids here and the manifest change in one transaction, so this is the set
+        of chunks of the sources' current versions (the retriever's consistent view while
+        a source is re-ingested). An empty index means it was built elsewhere (another
+        machine ingested into a shared Chroma server): nothing is filtered then.
+        """
+        if not ids:
+            return []
+        try:
+            with self.lock:
+                conn = self.conn
+                found: set[str] = set()
+                for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                    part = list(ids[start : start + 500])
+                    marks = ",".join("?" * len(part))
+                    found.update(r[0] for r in conn.execute(f"SELECT chunk_id FROM chunk_meta WHERE chunk_id IN ({marks})", part))
+                if not found and conn.execute("SELECT 1 FROM chunk_meta LIMIT 1").fetchone() is None:
+                    return list(ids)
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"lexical index {self.path}: read failed: {exc}") from exc
+        return [cid for cid in ids if cid in found]
+
     def search(self, query: str, *, k: int, filters: Mapping[str, Any] | None = None) -> list[LexicalHit]:
         """The ``k`` best BM25 matches of free-text ``query``, best first."""
         expression = match_expression(query)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from knowledge.embeddings import Embedder
 from knowledge.lexical import LexicalIndex
+from knowledge.observe import emit
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import StoredChunk, VectorStore
 from knowledge.types import Passage
@@ -78,8 +80,13 @@ class Retriever:
         """
         if not query.strip():
             return []
-        vector = self.embedder.embed_query(query)
-        return self.retrieve_by_vector(vector, query_text=query, k=k, filters=filters, mode=mode, threshold=threshold)
+        started, found = time.perf_counter(), None  # observed: knowledge.observe "retrieve"
+        try:
+            vector = self.embedder.embed_query(query)
+            found = self.retrieve_by_vector(vector, query_text=query, k=k, filters=filters, mode=mode, threshold=threshold)
+            return found
+        finally:
+            emit("retrieve", seconds=time.perf_counter() - started, passages=len(found or ()), ok=found is not None)
 
     def retrieve_by_vector(
         self,
@@ -121,6 +128,8 @@ class Retriever:
             hits_lex = self.lexical.search(query_text, k=depth, filters=filters)
             lexical_ranks = {hit.chunk_id: hit.rank for hit in hits_lex}
         order = _fuse(list(vector_sims), lexical_ranks, mode)
+        # One version per source while it is re-ingested: only chunks the committed manifest names.
+        order = self.lexical.committed(order)
 
         # 2. Walk the order a page at a time: threshold, deduplication, k passages.
         identifiers = identifiers_of(query_text) if lexical_ranks else set()

@@ -7,7 +7,11 @@ root); botkit's core never imports a web framework.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +95,35 @@ def register(app: typer.Typer) -> None:
             if workers > 1 and not config.web.secret:
                 err_console.print("[yellow]note:[/] set web.secret when several machines serve this bot "
                                   "(conversation tokens are signed with it)")
+            from botkit.logging import configure, uvicorn_log_config
+
+            configure(config)  # observability: JSON lines (observability.json_logs), secrets redacted
+            log_config = uvicorn_log_config(log_level, json_lines=config.observability.json_logs)
             options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
-                                       "timeout_graceful_shutdown": 10}
+                                       "timeout_graceful_shutdown": 10, "log_config": log_config}
             if workers == 1:
                 uvicorn.run(create_app(the_bot, ingest_on_start=False), **options)
             else:
                 os.environ[BOT_DIR_ENV] = str(config.root)  # read by app_from_env in each worker
-                uvicorn.run(f"{app_from_env.__module__}:{app_from_env.__name__}", factory=True,
-                            workers=workers, **options)
+                with _multiprocess_metrics():
+                    uvicorn.run(f"{app_from_env.__module__}:{app_from_env.__name__}", factory=True,
+                                workers=workers, **options)
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """Workers share Prometheus counters through files in a fresh folder (prometheus-client's
+    multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), removed afterwards; a folder already
+    set in the environment is used as it is."""
+    from botkit.metrics import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="botkit-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # read by prometheus-client in each worker
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -23,10 +23,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import botkit
+from botkit import metrics as botkit_metrics
 from botkit.bot import Bot
 from botkit.config import WebSettings
 from botkit.errors import BotkitError, InvalidMessage
 from connectors.web import api, openai_compat, service
+from connectors.web.observability import RequestIdMiddleware
+from connectors.web.observability import router as metrics_router
 from connectors.web.deps import WebState
 from connectors.web.security import (
     BodySizeLimitMiddleware,
@@ -80,6 +83,7 @@ def create_app(
             await state.aclose()
             if owns_bot:
                 await bot.aclose()
+            botkit_metrics.process_exited()  # observability: drop this worker's live gauges
 
     app = FastAPI(
         title=f"{bot.name} (botkit)", version=botkit.__version__, lifespan=lifespan, redoc_url=None,
@@ -89,6 +93,8 @@ def create_app(
     app.state.web = state
     for router in (api.api, api.admin, openai_compat.router, api.health, api.pages):
         app.include_router(router)
+    if config.observability.metrics:  # observability: Prometheus text format at /metrics
+        app.include_router(metrics_router)
     app.mount("/static", StaticFiles(directory=str(api.STATIC)), name="static")
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -101,6 +107,7 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # observability: X-Request-ID, response counts (outermost)
     if config.slack.signing_secret and config.slack.bot_token:  # Slack events and buttons at /slack/events
         from connectors.slack.asgi import mount
         mount(app, bot)
@@ -116,7 +123,11 @@ def app_from_env() -> FastAPI:
     The one environment read outside :mod:`botkit.config`: worker processes cannot be
     handed arguments, so the CLI (the composition root) passes the directory this way.
     """
-    return create_app(Bot.from_dir(os.environ.get(BOT_DIR_ENV, ".")))
+    bot = Bot.from_dir(os.environ.get(BOT_DIR_ENV, "."))
+    from botkit.logging import configure  # observability: JSON lines, secrets redacted (each worker)
+
+    configure(bot.config)
+    return create_app(bot)
 
 
 def _is_openai(request: Request) -> bool:

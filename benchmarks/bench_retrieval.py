@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from _util import percentile, table, write_results
 
-from knowledge.embeddings import load_embedder
+from knowledge.embeddings import Embedder, load_embedder
 from knowledge.lexical import LexicalIndex
 from knowledge.retriever import Retriever
 from knowledge.settings import KnowledgeSettings
@@ -81,6 +82,17 @@ def build(folder: Path, n: int, batch: int, rng: np.random.Generator, budget_s: 
     return store, lexical, words, stats
 
 
+class NoModel(Embedder):
+    """Stands in for the model with --no-model (search timings only)."""
+
+    model_id = "all-MiniLM-L6-v2"
+    dimension = DIM
+    device = "none"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise RuntimeError("--no-model: no query embedding")
+
+
 def timed(fn, count: int) -> list[float]:  # type: ignore[no-untyped-def]
     samples = []
     for i in range(count):
@@ -98,10 +110,11 @@ def main() -> None:
     parser.add_argument("--e2e-queries", type=int, default=100)
     parser.add_argument("--budget-s", type=float, default=240.0, help="stop building after this long")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--no-model", action="store_true", help="search timings only (no embedding model needed)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(42)
-    embedder = load_embedder(device=args.device)
+    embedder = NoModel() if args.no_model else load_embedder(device=args.device)
     settings = KnowledgeSettings(top_k=5, score_threshold=0.0)
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
         store, lexical, words, build_stats = build(Path(tmp), args.n, args.batch, rng, args.budget_s)
@@ -113,7 +126,8 @@ def main() -> None:
         warm = min(20, args.queries)
         for i in range(warm):  # warm caches (HNSW pages, FTS pages, model)
             retriever.retrieve_by_vector(vectors[i], query_text=texts[i], mode="hybrid")
-            retriever.retrieve(texts[i])
+            if not args.no_model:
+                retriever.retrieve(texts[i])
 
         rows = []
         results: dict[str, dict[str, float]] = {}
@@ -124,11 +138,12 @@ def main() -> None:
                              "mean_ms": float(np.mean(samples))}
             rows.append([f"{mode} (search only)", len(samples), results[mode]["p50_ms"], results[mode]["p99_ms"],
                          "p50 <= 5, p99 <= 20" if mode != "lexical" else "-"])
-        embed_samples = timed(lambda i: embedder.embed_query(texts[i]), args.e2e_queries)
-        results["embed_query"] = {"p50_ms": percentile(embed_samples, 50), "p99_ms": percentile(embed_samples, 99)}
-        rows.append(["query embedding only", len(embed_samples), results["embed_query"]["p50_ms"],
-                     results["embed_query"]["p99_ms"], "-"])
-        for mode in ("vector", "hybrid"):
+        if not args.no_model:
+            embed_samples = timed(lambda i: embedder.embed_query(texts[i]), args.e2e_queries)
+            results["embed_query"] = {"p50_ms": percentile(embed_samples, 50), "p99_ms": percentile(embed_samples, 99)}
+            rows.append(["query embedding only", len(embed_samples), results["embed_query"]["p50_ms"],
+                         results["embed_query"]["p99_ms"], "-"])
+        for mode in ("vector", "hybrid") if not args.no_model else ():
             samples = timed(lambda i, m=mode: retriever.retrieve(texts[i], mode=m), args.e2e_queries)
             results[f"{mode}_end_to_end"] = {"p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99)}
             rows.append([f"{mode} end to end", len(samples), percentile(samples, 50), percentile(samples, 99),

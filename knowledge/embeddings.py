@@ -182,7 +182,7 @@ def _load_sentence_transformer(name: str, device: str) -> Any:
 def _construct(factory: Any, target: str, device: str, *, local_only: bool, name: str) -> Any:
     try:
         return factory(target, device=device, local_files_only=local_only)
-    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear error
+    except Exception as exc:  # any loader failure becomes one clear error
         raise EmbeddingModelError(
             f"cannot load embedding model {name!r} on {device}: {exc.__class__.__name__}: {exc}. "
             f"Set knowledge.embedding_model to a sentence-transformers folder or a model name that "

@@ -73,7 +73,7 @@ class KnowledgeBase:
         self.embedder = embedder
         self.manifest = Manifest(lexical)
         self.retriever = Retriever(
-            store=store, lexical=lexical, embedder=embedder, settings=settings, origins=lambda: self.manifest.entries()
+            store=store, lexical=lexical, embedder=embedder, settings=settings, origins=self.manifest.sources
         )
 
     @classmethod

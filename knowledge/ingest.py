@@ -290,7 +290,7 @@ def _in_scope(name: str, only: Sequence[str] | None) -> bool:
         return True
     for prefix in only:
         prefix = prefix.strip("/")
-        if not prefix or prefix == "." or name == prefix or name.startswith(prefix + "/") or name.startswith(prefix + "#"):
+        if not prefix or prefix == "." or name == prefix or name.startswith((prefix + "/", prefix + "#")):
             return True
     return False
 

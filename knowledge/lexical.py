@@ -209,9 +209,13 @@ class LexicalIndex:
         if expression is None or k <= 0:
             return []
         where, params = _filter_sql(filters)
+        # Rank inside FTS5 first and join the k winners only: joining every match to
+        # chunk_meta before sorting made a 100k-chunk search several times slower.
+        restrict = f"AND chunk_text.rowid IN (SELECT m.rowid FROM chunk_meta AS m WHERE {where})" if where else ""
         sql = (
-            f"SELECT m.chunk_id, {_BM25} AS score FROM chunk_text JOIN chunk_meta AS m ON m.rowid = chunk_text.rowid "
-            f"WHERE chunk_text MATCH ? {where} ORDER BY score LIMIT ?"
+            f"SELECT m.chunk_id, t.score FROM (SELECT rowid, {_BM25} AS score FROM chunk_text "
+            f"WHERE chunk_text MATCH ? {restrict} ORDER BY score LIMIT ?) AS t "
+            "JOIN chunk_meta AS m ON m.rowid = t.rowid ORDER BY t.score"
         )
         try:
             with self.lock:
@@ -256,4 +260,4 @@ def _filter_sql(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
         values = [value] if isinstance(value, str) else list(value)
         clauses.append(f"m.{key} IN ({', '.join('?' * len(values))})")
         params += values
-    return ("AND " + " AND ".join(clauses)) if clauses else "", params
+    return " AND ".join(clauses), params

@@ -72,7 +72,7 @@ def _chroma_errors(action: str) -> Iterator[None]:
         yield
     except (EmbeddingModelError, IndexUnavailable, KnowledgeConfigError):
         raise
-    except Exception as exc:  # noqa: BLE001 - chromadb raises many unrelated types; translate all at this boundary
+    except Exception as exc:  # chromadb raises many unrelated types: translate all at this boundary
         raise IndexUnavailable(f"vector store: cannot {action}: {exc.__class__.__name__}: {exc}") from exc
 
 

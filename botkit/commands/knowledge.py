@@ -31,7 +31,13 @@ MODES = ("hybrid", "vector", "lexical")
 @contextmanager
 def knowledge_errors() -> Iterator[None]:
     """Translate knowledge errors to botkit errors, printed by :func:`cli_errors` (exit 2)."""
-    from knowledge.errors import EmbeddingModelError, IndexUnavailable, KnowledgeConfigError, KnowledgeError, SourceError
+    from knowledge.errors import (
+        EmbeddingModelError,
+        IndexUnavailable,
+        KnowledgeConfigError,
+        KnowledgeError,
+        SourceError,
+    )
 
     with cli_errors():
         try:

@@ -71,7 +71,7 @@ def test_vectors_are_384_dim_unit_float32(embedder: SentenceTransformerEmbedder)
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     similar, unrelated = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
-    assert similar > 0.6 > 0.2 > unrelated
+    assert similar > 0.6 and unrelated < 0.2
     assert embedder.model_id == "all-MiniLM-L6-v2" and embedder.dimension == 384
 
 

@@ -164,7 +164,7 @@ def test_reconcile_removes_orphans_and_repairs_missing_vectors(tmp_path: Path, e
                    embed_text="stale text", ordinal=0)
     kb.store.upsert([orphan], embedder.embed(["stale text"]))
     kb.lexical.replace([orphan])
-    victim = sorted(chunk_ids_by_source(kb)["shop/shipping.md"])[0]
+    victim = min(chunk_ids_by_source(kb)["shop/shipping.md"])
     kb.store.delete([victim])  # e.g. a Chroma folder restored from an older backup
 
     report = kb.ingest()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fixtures_index import CORPUS, UNRELATED_QUERIES, embedder, make_bot, open_kb  # noqa: F401

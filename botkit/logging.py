@@ -149,6 +149,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "event" if fields else "message": message.split(" ", 1)[0] if fields else message,
         }
         current = request_id()
@@ -227,6 +228,6 @@ def uvicorn_log_config(level: str = "info", *, json_lines: bool = True) -> dict[
 
 
 __all__ = [
-    "JsonFormatter", "REDACTED", "RedactingFilter", "bind_request_id", "configure", "handler", "new_request_id",
+    "REDACTED", "JsonFormatter", "RedactingFilter", "bind_request_id", "configure", "handler", "new_request_id",
     "redact", "register_secrets", "request_id", "reset_request_id", "secrets_of", "turn_line", "uvicorn_log_config",
 ]

@@ -39,7 +39,7 @@ def remove_listener(listener: Listener) -> None:
 
 def emit(event: str, **fields: Any) -> None:
     """Tell every listener about ``event``."""
-    for listener in list(_listeners):
+    for listener in list(_listeners):  # a copy: a listener may remove itself
         try:
             listener(event, **fields)
         except Exception:  # an observer must never break the observed

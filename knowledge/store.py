@@ -238,6 +238,7 @@ def _client(*, path: Path | None, url: str | None) -> tuple[Any, str]:
         port = parsed.port or (443 if ssl else 8000)
         with _chroma_errors(f"reach the Chroma server at {url} (is `chroma run` up?)"):
             client = chromadb.HttpClient(host=parsed.hostname, port=port, ssl=ssl, settings=settings)
+            _bound_timeouts(client)
             client.heartbeat()
         return client, url
     if path is None:
@@ -246,6 +247,20 @@ def _client(*, path: Path | None, url: str | None) -> tuple[Any, str]:
         path.mkdir(parents=True, exist_ok=True)
         client = chromadb.PersistentClient(path=str(path), settings=settings)
     return client, str(path)
+
+
+CHROMA_CONNECT_TIMEOUT_S = 2.0
+CHROMA_TIMEOUT_S = 15.0
+
+
+def _bound_timeouts(client: Any) -> None:
+    """chromadb's HTTP client waits forever (``timeout=None``): a frozen Chroma server would
+    hang every turn. Bound it: connecting 2 s (a dead host fails fast), any read 15 s."""
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if session is not None and hasattr(session, "timeout"):
+        import httpx
+
+        session.timeout = httpx.Timeout(CHROMA_TIMEOUT_S, connect=CHROMA_CONNECT_TIMEOUT_S)
 
 
 def _max_batch(client: Any) -> int:

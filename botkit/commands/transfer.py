@@ -10,6 +10,7 @@ import typer
 
 from botkit.commands._common import BotOption, cli_errors, err_console, load_bot_config, print_json
 
+FileArgument = typer.Argument(..., exists=True, dir_okay=False, help="A file written by `botkit export`.")
 DatabaseOption = typer.Option(
     None, "--database-url", help="Database to use instead of the bot's database_url (e.g. the target of a move)."
 )
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import")
     def import_(
-        file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A file written by `botkit export`."),
+        file: Path = FileArgument,
         bot: Path = BotOption,
         database_url: str = DatabaseOption,
         json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),

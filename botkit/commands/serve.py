@@ -69,6 +69,9 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
         workers: int = typer.Option(1, min=1, max=64, help="Worker processes (>1 needs PostgreSQL + a Chroma server)."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
+        forwarded_allow_ips: str = typer.Option(
+            None, help="Proxy addresses whose X-Forwarded-For is trusted for client IPs (rate limits), "
+            "comma-separated or '*'; default: 127.0.0.1 (uvicorn's $FORWARDED_ALLOW_IPS)."),
     ) -> None:
         """Serve the bot over HTTP: API + SSE, the widget (/widget.js, demo at /), /v1 (OpenAI-compatible).
 
@@ -101,6 +104,8 @@ def register(app: typer.Typer) -> None:
             log_config = uvicorn_log_config(log_level, json_lines=config.observability.json_logs)
             options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
                                        "timeout_graceful_shutdown": 10, "log_config": log_config}
+            if forwarded_allow_ips:
+                options["forwarded_allow_ips"] = forwarded_allow_ips
             if workers == 1:
                 uvicorn.run(create_app(the_bot, ingest_on_start=False), **options)
             else:

@@ -91,7 +91,7 @@ async def post_feedback(conversation_id: ConversationId, body: p.FeedbackIn, sta
 async def list_conversations(
     state: State, _key: AdminKey,
     conversation_state: Annotated[Literal["bot", "handoff", "closed"] | None, Query(alias="state")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> p.ConversationList:
     """This bot's conversations, most recently active first (needs an API key)."""
     found = await state.bot.list_conversations(state=conversation_state, limit=limit, offset=offset)

@@ -97,7 +97,8 @@ class FeedbackIn(_Schema):
     """A rating of the conversation or of one bot message."""
 
     rating: Literal["up", "down", 1, -1] = Field(description='"up" or 1 (helpful), "down" or -1 (not helpful).')
-    message_id: int | None = Field(None, description="The rated bot message (default: the conversation).")
+    message_id: int | None = Field(None, ge=1, le=2**63 - 1,
+                                   description="The rated bot message (default: the conversation).")
     comment: str | None = Field(None, max_length=2000)
 
     @field_validator("rating", mode="before")

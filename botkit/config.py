@@ -28,8 +28,8 @@ CONFIG_FILE = "bot.yaml"
 ENV_PREFIX = "BOTKIT_"
 # BOTKIT_* variables that are not config keys (read by the CLI itself).
 _RESERVED_ENV = {"BOT"}
-# BOTKIT_TEST_* variables configure the test suite, not a bot.
-_RESERVED_PREFIXES = ("TEST_",)
+# BOTKIT_TEST_* and BOTKIT_FAULTS_* variables configure the test suite, not a bot.
+_RESERVED_PREFIXES = ("TEST_", "FAULTS_")
 # Slack's usual variables, used when bot.yaml leaves the key unset.
 _SLACK_ENV = {"bot_token": "SLACK_BOT_TOKEN", "signing_secret": "SLACK_SIGNING_SECRET", "app_token": "SLACK_APP_TOKEN"}
 

@@ -270,3 +270,18 @@ async def test_otel_off_by_default(bot: Bot) -> None:
     record = metrics.begin_turn(bot.config)
     record.span("botkit.retrieve", 0.1)
     assert record.spans == []
+
+
+def test_ingestion_counts() -> None:
+    from knowledge.ingest import IngestReport
+
+    before = metrics.render()[0].decode()
+    metrics.metrics()
+    emit("ingest", report=IngestReport(added=2, updated=1, unchanged=5, failed=[{"source": "x", "reason": "y"}],
+                                       chunks=42))
+    after = metrics.render()[0].decode()
+    assert _sample(after, "botkit_ingest_runs_total") - _sample(before, "botkit_ingest_runs_total") == 1
+    for status, count in (("added", 2), ("updated", 1), ("unchanged", 5), ("failed", 1)):
+        assert _sample(after, "botkit_ingest_sources_total", status=status) - _sample(
+            before, "botkit_ingest_sources_total", status=status) == count
+    assert _sample(after, "botkit_ingest_chunks") == 42

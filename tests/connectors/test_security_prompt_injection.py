@@ -33,7 +33,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from botkit.backends.base import Backend, Completion, Done, Prompt, StreamEvent, TextDelta, Usage
+from botkit.backends.base import (
+    Backend,
+    Completion,
+    Done,
+    Prompt,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from botkit.bot import Bot
 from botkit.config import BotConfig, EscalationSettings
 from botkit.prompt import GROUNDING_RULES
@@ -127,7 +135,7 @@ class ObedientBackend(Backend):
         system = prompt.messages[0].content
         seen = "\n".join(m.content for m in prompt.messages)
         matches = [(m.start(), "leak", m.group(0)) for m in LEAK.finditer(seen)
-                   if not re.search(r"\b(?:never|not|don't)\b[^.\n]*$", seen[max(0, m.start() - 30):m.start()], re.I)]
+                   if not re.search(r"\b(?:never|not|don't)\b[^.\n]*$", seen[max(0, m.start() - 30):m.start()], re.IGNORECASE)]
         matches += [(m.start(), "say", m.group(1)) for m in SAY.finditer(seen)]
         question_at = seen.rfind(prompt.question)
         direct = [m for m in matches if m[0] >= question_at]  # the user's own message wins over documents

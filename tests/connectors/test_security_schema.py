@@ -1,6 +1,6 @@
 """Schemathesis against the OpenAPI schema: no generated input gets a 500.
 
-Every operation of ``/openapi.json`` gets ``BOTKIT_SECURITY_EXAMPLES`` generated requests
+Every operation of ``/openapi.json`` gets ``BOTKIT_TEST_SECURITY_EXAMPLES`` generated requests
 (default 15; CI-sized), sent over real HTTP to the live server with valid credentials
 (the public key, a real conversation's token, an API key), so generation goes past
 authentication. ``POST /api/v1/admin/ingest`` is left out (it would rebuild the shared
@@ -22,7 +22,7 @@ hypothesis = pytest.importorskip("hypothesis")
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-EXAMPLES = int(os.environ.get("BOTKIT_SECURITY_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("BOTKIT_TEST_SECURITY_EXAMPLES", "15"))
 SKIP = {("POST", "/api/v1/admin/ingest")}
 
 

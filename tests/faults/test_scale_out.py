@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.openai_stub import StubReply
 from tests.helpers.processes import (
+    FULL,
     QUESTIONS,
     Client,
     Sent,
@@ -156,6 +158,7 @@ def test_model_server_faults_fall_back_within_the_deadline(topology: Any, run: A
             before = await client.metrics()
             ids = await asyncio.gather(*(client.conversation() for _ in range(conversations)))
             stub.set_faults(rate_limited=0.20, server_error=0.05, hang=0.02, retry_after="1", hang_s=30)
+            stub.enqueue(*(StubReply(text="hanging", delay_s=30) for _ in range(2)))  # at least two hangs
             started = time.monotonic()
 
             async def outage() -> None:
@@ -202,7 +205,7 @@ def test_model_server_faults_fall_back_within_the_deadline(topology: Any, run: A
     assert len(answered) >= 0.995 * len(sent), figures
     assert not late, figures
     assert figures["circuit_opened"] >= 1 and figures["circuit_closed"] >= 1, figures
-    assert figures["errors_by_kind"]["rate_limited"] >= 1 and figures["errors_by_kind"]["timeout"] >= 0
+    assert figures["errors_by_kind"]["rate_limited"] >= 1 and figures["errors_by_kind"]["timeout"] >= 1, figures
     result = run(audit(topology.database_url, sent))
     assert result.problems() == dict.fromkeys(result.problems(), 0), result
 
@@ -342,7 +345,8 @@ def test_postgres_connections_killed_workers_recover(topology: Any, run: Any) ->
 
 
 def test_kill_9_a_worker_under_load(topology: Any, run: Any) -> None:
-    """``kill -9`` one of the two workers under load; uvicorn starts a new one.
+    """``kill -9`` one of the two workers under load; uvicorn starts a new one (CI: started;
+    full size: started and serving).
 
     CI: 10 conversations; full: 40. Every message that got a 200 is in the database,
     every message (clients retry with the same ``client_message_id``) gets exactly one
@@ -380,16 +384,22 @@ def test_kill_9_a_worker_under_load(topology: Any, run: Any) -> None:
 
     outcome = run(scenario())
     client: Client = outcome["client"]
-    restart_started = time.monotonic()
-    new_pids = wait_workers_ready(topology.serve, 2, since_pids=set(pids), timeout=180)
-    restart_s = time.monotonic() - restart_started + (restart_started - outcome["killed_at"])
+    if FULL:  # wait until the new worker has loaded its models and serves
+        new_pids = wait_workers_ready(topology.serve, 2, since_pids=set(pids), timeout=180)
+    else:  # CI: uvicorn has started a replacement (it needs tens of seconds to load its models)
+        deadline = time.monotonic() + 30
+        while len(new_pids := topology.workers()) != 2 or victim in new_pids:
+            assert time.monotonic() < deadline, new_pids
+            time.sleep(0.2)
+    restart_s = time.monotonic() - outcome["killed_at"]
     result = run(audit(topology.database_url, client.sent))
     retried = [s for s in client.sent if len(s.statuses) > 1]
     figures = {
         "turns": len(client.sent), "acknowledged": result.acknowledged, "statuses": dict(client.statuses),
         "retried_messages": len(retried), **result.problems(),
         "after_kill_all_answered_s": round(outcome["after_kill_max_s"], 2),
-        "after_kill_ok": f"{outcome['after_ok']}/{conversations}", "worker_back_s": round(restart_s, 1),
+        "after_kill_ok": f"{outcome['after_ok']}/{conversations}",
+        ("worker_serving_again_s" if FULL else "worker_respawned_s"): round(restart_s, 1),
         "workers": f"{pids} -> {new_pids}",
     }
     topology.report("kill-9", figures)

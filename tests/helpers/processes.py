@@ -282,9 +282,13 @@ class FaultyStub(OpenAIStub):
         self.faults = Faults(**rates)
 
     def _next(self) -> StubReply:
+        with self._lock:
+            queued = self._queue.popleft() if self._queue else None
         with self._draw_lock:
             faults, roll = self.faults, self._random.random()
-        if faults.outage:
+        if queued is not None:  # scripted with enqueue(): served first, as in OpenAIStub
+            kind, reply = ("hang" if queued.delay_s >= 5 else "queued"), queued
+        elif faults.outage:
             kind, reply = "outage", StubReply.server_error()
         elif roll < faults.rate_limited:
             kind, reply = "rate_limited", StubReply.rate_limited(retry_after=faults.retry_after)

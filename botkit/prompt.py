@@ -103,14 +103,29 @@ _B64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 _HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2}){8,}")
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def _normal(text: str) -> str:
-    """Casefolded alphanumerics only: spacing, punctuation, case and escaping do not hide a leak."""
-    return "".join(ch for ch in text.casefold() if ch.isalnum())
+    """Casefolded letters and digits only: spacing, punctuation, case and escaping do not hide a leak."""
+    return _NOT_ALNUM.sub("", text.casefold())
 
 
-def _decodings(text: str) -> list[str]:
-    """``text`` and what it may encode: reversed, rot13, base64 and hex runs."""
-    found = [text, text[::-1], codecs.decode(text, "rot13")]
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_HELD_RUN = 12  # a streamed run of base64 characters this long waits until it ends
+
+
+def _run_start(text: str, end: int) -> int:
+    """Where the run of base64 characters that ends at ``end`` starts."""
+    start = end
+    while start > 0 and text[start - 1] in _B64_CHARS:
+        start -= 1
+    return start
+
+
+def _decoded_runs(text: str) -> list[str]:
+    """What base64 and hex runs in ``text`` decode to."""
+    found = []
     for run in _B64_RUN.findall(text):
         try:
             found.append(base64.b64decode(run + "=" * (-len(run) % 4)).decode("utf-8", "ignore"))
@@ -121,28 +136,29 @@ def _decodings(text: str) -> list[str]:
 
 
 class _Hidden:
-    """The normalised hidden texts and their windows, built once per set of secrets."""
+    """The normalised hidden texts, as written, reversed and in rot13, and their windows."""
 
     def __init__(self, secrets: Sequence[str], window: int) -> None:
-        texts = [_normal(GROUNDING_RULES)] + [_normal(s) for s in secrets if len(_normal(s)) >= window]
+        plain = [_normal(GROUNDING_RULES)] + [_normal(s) for s in secrets if len(_normal(s)) >= window]
         self.window = window
-        self.texts = texts
-        self.windows = {t[i : i + window] for t in texts for i in range(len(t) - window + 1)}
+        self.texts = plain + [t[::-1] for t in plain] + [codecs.encode(t, "rot13") for t in plain]
+        self.windows = {t[i : i + window] for t in self.texts for i in range(len(t) - window + 1)}
+
+    def in_normal(self, normal: str, start: int = 0) -> bool:
+        """Whether a window of ``normal`` starting at or after ``start`` is hidden text."""
+        w, windows = self.window, self.windows
+        return any(normal[i : i + w] in windows for i in range(max(start, 0), len(normal) - w + 1))
 
     def found_in(self, text: str) -> bool:
-        for variant in _decodings(text):
-            normal = _normal(variant)
-            if any(normal[i : i + self.window] in self.windows for i in range(len(normal) - self.window + 1)):
-                return True
-        return False
+        return any(self.in_normal(_normal(variant)) for variant in [text, *_decoded_runs(text)])
 
     def matching_suffix(self, normal: str) -> int:
-        """Length of the longest suffix of ``normal`` that occurs in a hidden text (or its reverse)."""
+        """Length of the longest suffix of ``normal`` (at most a window) found in a hidden text."""
         low, high = 0, min(len(normal), self.window)
         while low < high:  # a suffix of a substring is a substring: the property is monotone
             mid = (low + high + 1) // 2
             tail = normal[-mid:]
-            if any(tail in t or tail[::-1] in t for t in self.texts):
+            if any(tail in t for t in self.texts):
                 low = mid
             else:
                 high = mid - 1
@@ -155,8 +171,8 @@ def leaks_instructions(reply: str, *, secrets: Sequence[str] = (), window: int =
     Hidden: the grounding rules and ``secrets`` (pass the persona: it may hold internal
     notes). A leak is ``window`` consecutive alphanumerics of one of them, compared
     casefolded with everything else removed, so spacing letters out, changing case,
-    punctuation or JSON escaping do not hide it; reversed, rot13, base64 and hex
-    encodings are decoded first.
+    punctuation or JSON escaping do not hide it; reversed and rot13 text is recognised,
+    base64 and hex runs are decoded.
     """
     return _Hidden(secrets, window).found_in(reply)
 
@@ -166,15 +182,18 @@ class LeakGuard:
 
     ``feed(delta)`` returns the text that is safe to send. It holds back a tail that could
     be the start of a leak (it matches several alphanumerics of hidden text, or is a long
-    unfinished word that may be base64 or hex) until it either diverges or proves a leak; after
-    a leak nothing more is released and :attr:`leaked` is set. ``finish()`` releases
-    what is still held once the stream ended (nothing after a leak). At most a few
-    characters of hidden text reach the user before the guard closes.
+    unfinished word that may be base64 or hex) until it either diverges or proves a leak;
+    after a leak nothing more is released and :attr:`leaked` is set. ``finish()``
+    releases what is still held once the stream ended (nothing after a leak). At most a
+    few characters of hidden text reach the user before the guard closes. Each delta
+    costs about its own length in window lookups (the normalised text grows
+    incrementally).
     """
 
     def __init__(self, *, secrets: Sequence[str] = (), window: int = LEAK_WINDOW) -> None:
         self._hidden = _Hidden(secrets, window)
         self._text = ""
+        self._normal = ""
         self._sent = 0
         self.leaked = False
 
@@ -182,18 +201,27 @@ class LeakGuard:
         """Add a piece of the reply; return what may be sent now."""
         if self.leaked:
             return ""
+        checked = len(self._normal) - self._hidden.window + 1  # windows before this were checked
         self._text += delta
-        if self._hidden.found_in(self._text[max(0, self._sent - 4 * self._hidden.window) :]):
+        self._normal += _normal(delta)
+        if self._hidden.in_normal(self._normal, checked) or self._decoded_leak(len(self._text) - len(delta)):
             self.leaked = True
             return ""
         return self._release(self._safe_end())
 
     def finish(self) -> str:
         """The end of the stream: the rest, unless it leaks."""
-        if self.leaked or self._hidden.found_in(self._text):
+        if self.leaked or self._hidden.found_in(self._text[self._sent :]) or self._decoded_leak(0):
             self.leaked = True
             return ""
         return self._release(len(self._text))
+
+    def _decoded_leak(self, new_from: int) -> bool:
+        """A base64 or hex run touching the new text decodes to hidden text."""
+        region = self._text[_run_start(self._text, new_from) :]
+        if not (_B64_RUN.search(region) or _HEX_RUN.search(region)):
+            return False
+        return any(self._hidden.in_normal(_normal(decoded)) for decoded in _decoded_runs(region))
 
     def _release(self, end: int) -> str:
         out, self._sent = self._text[self._sent : end], max(self._sent, end)
@@ -202,16 +230,16 @@ class LeakGuard:
     def _safe_end(self) -> int:
         text = self._text
         end = len(text)
-        word = re.search(r"[A-Za-z0-9+/=]{12,}$", text)
-        if word:
-            end = word.start()  # may be base64 or hex: held until the word ends, then decoded
-        recent = text[max(0, end - 4 * self._hidden.window) : end]
-        matched = self._hidden.matching_suffix(_normal(recent))
+        start = _run_start(text, end)
+        if end - start >= _HELD_RUN:
+            end = start  # may be base64 or hex: held until the word ends, then decoded
+        normal = self._normal if end == len(text) else self._normal[: len(self._normal) - len(_normal(text[end:]))]
+        matched = self._hidden.matching_suffix(normal[-self._hidden.window :])
         if matched < _HOLD_FROM:
             return end
         count = 0
         for index in range(end - 1, -1, -1):  # where the matching run starts
-            if text[index].isalnum():
+            if _normal(text[index]):
                 count += 1
                 if count == matched:
                     return max(index, self._sent)

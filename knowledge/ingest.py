@@ -36,8 +36,11 @@ from knowledge.sources import discover, parse, read
 from knowledge.store import VectorStore
 from knowledge.types import Chunk, SourceRef
 
-#: Sources are written in windows of about this many embedding batches.
-WINDOW_BATCHES = 8
+#: Sources are written in windows of about this many embedding batches. One window is one
+#: ``embed()`` call, which sorts its texts by length before batching: a window of 16 batches
+#: pads about 7% more than sorting the whole corpus at once (8 batches: 14%), while progress
+#: and crash-safe writes still come every ~1000 chunks.
+WINDOW_BATCHES = 16
 
 
 @dataclass

@@ -31,7 +31,14 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
     index="https://download.pytorch.org/whl/cpu"
   fi
   if [ -n "$index" ] && [ "$index" != "none" ]; then
-    index_args=(--extra-index-url "$index")
+    # Only use the index when it answers: an unreachable one costs pip minutes of retries.
+    if "$venv/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" "$index" \
+        >/dev/null 2>&1; then
+      index_args=(--extra-index-url "$index")
+    else
+      echo "botkit: $index is not reachable; installing $torch_req from the configured indexes"
+      index=""
+    fi
   fi
   echo "botkit: installing $torch_req ${index:+(extra index: $index)}"
   "${pip[@]}" install -q "${index_args[@]}" "$torch_req"

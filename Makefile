@@ -3,7 +3,7 @@ BOT ?= examples/faq-agent
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run install test test-all test-fast bench clean
+.PHONY: run install test test-all test-faults test-fast bench clean
 
 ## run: install botkit and serve the example FAQ agent at http://$(HOST):$(PORT)
 run:
@@ -14,9 +14,14 @@ run:
 install:
 	scripts/install.sh all
 
-## test: install the test dependencies and run the suite (what CI runs; slow model training excluded)
+## test: install the test dependencies and run the suite (what CI runs; slow model training and
+## the multi-process fault-injection suite excluded: see test-faults)
 test:
-	scripts/test.sh -m "not slow"
+	scripts/test.sh -m "not slow and not faults"
+
+## test-faults: the fault-injection suite (real worker processes, PostgreSQL, chroma run)
+test-faults:
+	scripts/test.sh -m faults
 
 ## test-all: everything, including slow tests (full classifier training: many minutes on CPU)
 test-all:

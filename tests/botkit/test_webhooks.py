@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -172,7 +173,12 @@ async def test_outbox_survives_a_restart(receiver: Receiver, db_url: str) -> Non
     try:
         await _wait(lambda: len(receiver.requests) == 3)
         assert {json.loads(r["body"])["type"] for r in receiver.requests[1:]} == {"conversation.handoff", "message.created"}
+        for _ in range(100):  # the worker records the success just after the receiver answered
+            if not await second.deliveries(status="pending"):
+                break
+            await asyncio.sleep(0.05)
         assert not await second.deliveries(status="pending")
+        assert len(receiver.requests) == 3  # and nothing was delivered twice
     finally:
         await restarted.aclose()
         await second.aclose()

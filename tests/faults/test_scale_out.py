@@ -99,14 +99,17 @@ def test_concurrent_turns_are_never_lost_duplicated_or_reordered(topology: Any, 
     conversations, turns, pairs = size(12, 150), 5, size(6, 40)
 
     async def scenario() -> tuple[list[Sent], set[str], list[tuple[str, str]], float]:
-        async with Client(topology.urls) as client:
+        # Clients keep retrying (same client_message_id) for up to 5 minutes: at full size the
+        # two cores are overloaded many times over and a turn can wait longer than a minute.
+        async with Client(topology.urls, give_up_s=300) as client:
             talkers = await asyncio.gather(*(client.conversation() for _ in range(conversations)))
             paired = await asyncio.gather(*(client.conversation() for _ in range(pairs)))
             pair_sends: list[tuple[str, str]] = []
 
             async def pair(conversation_id: str) -> None:
                 # Two fresh connections, so the kernel may hand them to different workers.
-                left, right = Client(topology.urls, connections=1), Client(topology.urls, connections=1)
+                left = Client(topology.urls, connections=1, give_up_s=300)
+                right = Client(topology.urls, connections=1, give_up_s=300)
                 left.tokens = right.tokens = client.tokens
                 try:  # one to server A, one to server B, at once
                     a, b = await asyncio.gather(left.send(conversation_id, QUESTIONS[0], server=0),
@@ -134,6 +137,9 @@ def test_concurrent_turns_are_never_lost_duplicated_or_reordered(topology: Any, 
         "turns": len(sent), "seconds": round(elapsed, 1), "turns_per_s": round(len(sent) / elapsed, 1),
         **result.problems(), "pairs": pairs, "pairs_on_two_workers": split,
         "answered_out_of_recorded_order": result.answered_out_of_recorded_order,
+        "statuses": dict(Counter(str(status) for s in sent for status in s.statuses)),
+        "not_acknowledged": [s.statuses for s in sent if not s.acknowledged][:5],
+        "slowest_s": round(max(sum(s.latencies) for s in sent), 1),
         "turns_per_worker": dict(Counter(r.get("pid") for r in records))})
     assert result.acknowledged == len(sent)
     assert result.problems() == dict.fromkeys(result.problems(), 0), result

@@ -421,6 +421,8 @@ class Client:
                 status: int | str = response.status_code
                 if status == 200:
                     sent.reply = _sse_done(response.text) if stream else response.json()
+                    if sent.reply is None:  # an SSE stream that ended with an `error` event: retry
+                        status = "sse-error"
                 elif status in RETRY_STATUSES:
                     if status in (409, 429, 503) and "retry-after" not in response.headers:
                         self.missing_retry_after += 1
@@ -429,8 +431,8 @@ class Client:
                 status = f"transport:{type(exc).__name__}"
             sent.statuses.append(status)
             sent.latencies.append(time.monotonic() - attempt)
-            self.statuses[status if isinstance(status, int) else "transport"] += 1
-            if status == 200 or (isinstance(status, int) and status not in RETRY_STATUSES):
+            self.statuses[status if isinstance(status, int) or status == "sse-error" else "transport"] += 1
+            if sent.reply is not None or (isinstance(status, int) and status not in RETRY_STATUSES):
                 return sent
             await asyncio.sleep(wait)
         return sent

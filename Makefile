@@ -3,7 +3,7 @@ BOT ?= examples/faq-agent
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run install test test-all test-faults test-fast bench clean
+.PHONY: run install test test-all test-faults test-fast bench soak clean
 
 ## run: install botkit and serve the example FAQ agent at http://$(HOST):$(PORT)
 run:
@@ -31,9 +31,13 @@ test-all:
 test-fast:
 	scripts/test.sh -m "not slow and not browser and not faults" -x -q
 
-## bench: run the benchmarks (not part of the tests)
+## bench: run the benchmarks (not part of the tests; the 30-minute soak is `make soak`)
 bench:
-	for f in benchmarks/bench_*.py; do .venv/bin/python $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do [ "$$f" = benchmarks/bench_soak.py ] || .venv/bin/python $$f || exit 1; done
+
+## soak: 30 minutes of steady load against two workers (see benchmarks/bench_soak.py)
+soak:
+	.venv/bin/python benchmarks/bench_soak.py
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info examples/*/data

@@ -31,9 +31,6 @@ playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 W = "#botkit-widget >> "
 PAYLOADS = [line for line in (Path(__file__).parent / "xss_payloads.txt").read_text(encoding="utf-8")
             .splitlines() if line.strip() and not line.startswith("# ")]
@@ -116,18 +113,6 @@ async def xss_server(tmp_path_factory: pytest.TempPathFactory, kit: Any) -> Asyn
     finally:
         await app.state.web.aclose()
         await bot.aclose()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def browser() -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    async with playwright_api.async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def _page_without_csp(browser: Any, url: str, session: dict[str, str] | None, kit: Any) -> tuple[Any, Any, list[str]]:

@@ -258,6 +258,16 @@ class BotConfig(BaseModel):
     )
     data_dir: str = Field("data", description="Folder for state (database, index), relative to the bot directory.")
     database_url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite file <data_dir>/botkit.db).")
+    database_pool_size: int = Field(
+        10, ge=1, le=1000,
+        description="PostgreSQL: most connections per worker process in each query pool (the store's; API keys and "
+        "the console have one each, mostly idle). Size the server as in deploy/README.md.",
+    )
+    database_max_turn_connections: int = Field(
+        50, ge=1, le=10000,
+        description="PostgreSQL: most connections per worker process holding turn locks, i.e. turns in flight at "
+        "once (more wait for a free one, within limits.lock_timeout_s).",
+    )
     backends: list[str] = Field(default_factory=lambda: ["extractive"], min_length=1, description="Fallback chain of backends.")
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)

@@ -75,11 +75,12 @@ class ApiKeys:
         self._owns_engine = owns_engine
 
     @classmethod
-    def from_url(cls, database_url: str) -> ApiKeys:
-        """Keys in the database at ``database_url``, on an engine of their own (no I/O yet)."""
+    def from_url(cls, database_url: str, *, max_connections: int | None = None) -> ApiKeys:
+        """Keys in the database at ``database_url``, on an engine of their own (no I/O yet)
+        with at most ``max_connections`` connections on a server database."""
         from botkit.store.engine import create_engine
 
-        return cls(create_engine(database_url), owns_engine=True)
+        return cls(create_engine(database_url, max_connections=max_connections), owns_engine=True)
 
     async def migrate(self) -> None:
         """Bring the schema (``api_keys`` included) up to date; the store does it when it opens."""

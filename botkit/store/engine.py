@@ -37,11 +37,22 @@ _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 _SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "disk is full", "readonly", "closed")
 
 
-def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+def pool_options(max_connections: int) -> dict[str, Any]:
+    """Pool arguments for at most ``max_connections`` server connections: up to 5 kept open
+    while idle, the rest opened under load and closed when returned."""
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
+    kept = min(5, max_connections)
+    return {"pool_size": kept, "max_overflow": max_connections - kept}
+
+
+def create_engine(url: str | URL, *, max_connections: int | None = None, **kwargs: Any) -> AsyncEngine:
     """Create an :class:`AsyncEngine` for ``url`` (normalised) with botkit's settings.
 
     Build engines you hand to :class:`~botkit.store.sql.SQLConversationStore` with this
-    function. Extra keyword arguments go to :func:`create_async_engine`.
+    function. ``max_connections`` bounds a server database's pool (config
+    ``database_pool_size``; default SQLAlchemy's 15). Extra keyword arguments go to
+    :func:`create_async_engine`.
     """
     target = normalize_database_url(url)
     options: dict[str, Any] = {}
@@ -51,6 +62,8 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     else:
         options["pool_pre_ping"] = True
         options["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT_S}
+        if max_connections is not None:
+            options.update(pool_options(max_connections))
     options.update(kwargs)
     engine = create_async_engine(target, **options)
     if is_sqlite(target):

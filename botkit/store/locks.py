@@ -38,8 +38,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
-from botkit.errors import ConversationLocked
-from botkit.store.engine import PG_CONNECT_TIMEOUT_S, translating
+from botkit.errors import ConversationLocked, StoreUnavailable
+from botkit.store.engine import PG_CONNECT_TIMEOUT_S, pool_options, translating
 from botkit.store.models import TurnLockRow
 from botkit.store.units import Units
 
@@ -136,7 +136,17 @@ class AdvisoryLock:
         runs on the lock's connection, after the lock is held, and its value is returned.
         """
         loop = asyncio.get_running_loop()
-        connection = await asyncio.wait_for(self._engine.connect(), max(deadline - loop.time(), 0.001))
+        try:
+            connection = await asyncio.wait_for(self._engine.connect(), max(deadline - loop.time(), 0.001))
+        except asyncio.TimeoutError:
+            pool = self._engine.pool
+            size = pool.size() + max(getattr(pool, "_max_overflow", 0), 0)  # QueuePool's limit
+            if pool.checkedout() >= size:
+                raise StoreUnavailable(
+                    f"all {size} turn-lock connections of this worker are busy with other turns",
+                    hint="raise database_max_turn_connections (and PostgreSQL's max_connections), or add workers",
+                ) from None
+            raise
         try:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
             if not await connection.scalar(_PG_TRY_LOCK, {"k": self._key}):
@@ -278,8 +288,7 @@ class TurnLocks:
         if units.url.get_backend_name() == "postgresql":
             self._lock_engine = create_async_engine(
                 units.url,
-                pool_size=min(5, max_connections),
-                max_overflow=max(max_connections - 5, 0),
+                **pool_options(max_connections),
                 pool_pre_ping=True,
                 connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
             )

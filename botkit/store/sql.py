@@ -50,8 +50,9 @@ class SQLConversationStore(ConversationStore):
     head unless ``migrate=False``.
 
     ``lock_lease_s``: how long a dead holder can keep a conversation locked on SQLite (keep
-    it below the lock timeout). ``max_turn_connections``: PostgreSQL connections held by
-    turn locks, at most.
+    it below the lock timeout). ``max_connections``: PostgreSQL connections of the query pool,
+    at most (default 15). ``max_turn_connections``: PostgreSQL connections held by turn
+    locks, at most.
 
     Each method is one unit of work: a function of a connection run in one transaction
     (see :mod:`botkit.store.units`). On a SQLite file the store opens from a URL, each
@@ -65,6 +66,7 @@ class SQLConversationStore(ConversationStore):
         *,
         migrate: bool = True,
         lock_lease_s: float = DEFAULT_LEASE_S,
+        max_connections: int | None = None,
         max_turn_connections: int = 50,
     ) -> None:
         if lock_lease_s <= 0:
@@ -79,6 +81,7 @@ class SQLConversationStore(ConversationStore):
             raise TypeError(f"bind must be a URL, an AsyncEngine or an async_sessionmaker, not {type(bind).__name__}")
         self._migrate = migrate
         self._lease_s = lock_lease_s
+        self._max_connections = max_connections
         self._max_turn_connections = max_turn_connections
         self._engine: AsyncEngine | None = None
         self._units: Units | None = None
@@ -86,7 +89,10 @@ class SQLConversationStore(ConversationStore):
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> SQLConversationStore:
-        """The store for a :class:`~botkit.config.BotConfig` (its ``resolved_database_url``)."""
+        """The store for a :class:`~botkit.config.BotConfig` (its ``resolved_database_url`` and
+        ``database_pool_size`` / ``database_max_turn_connections``)."""
+        kwargs.setdefault("max_connections", config.database_pool_size)
+        kwargs.setdefault("max_turn_connections", config.database_max_turn_connections)
         return cls(config.resolved_database_url, **kwargs)
 
     @property
@@ -105,7 +111,7 @@ class SQLConversationStore(ConversationStore):
         if bound is None:
             assert self._url is not None
             async with translating("open the conversation store", self._url):
-                engine = create_engine(self._url)  # creates the SQLite file's folder
+                engine = create_engine(self._url, max_connections=self._max_connections)  # makes SQLite's folder
         else:
             engine = bound
             if is_sqlite(engine.url):

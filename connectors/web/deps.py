@@ -38,7 +38,9 @@ class WebState:
     def keys(self) -> ApiKeys:
         """API keys, in the bot's database (migrated when the bot's store opened)."""
         if self._keys is None:
-            self._keys = ApiKeys.from_url(self.bot.config.resolved_database_url)
+            self._keys = ApiKeys.from_url(
+                self.bot.config.resolved_database_url, max_connections=self.bot.config.database_pool_size
+            )
         return self._keys
 
     async def aclose(self) -> None:

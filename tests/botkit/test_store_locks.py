@@ -13,10 +13,11 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from botkit.errors import ConversationLocked
+from botkit.errors import ConversationLocked, StoreUnavailable
 from botkit.store import SQLConversationStore
 
 WORKER = os.path.abspath(__file__)
@@ -168,3 +169,26 @@ async def _worker(mode: str, url: str, conversation_id: str, *rest: str) -> None
 
 if __name__ == "__main__":
     asyncio.run(_worker(*sys.argv[1:]))
+
+
+async def test_pool_settings_bound_postgresql_connections(postgres_url: str, tmp_path: Path) -> None:
+    from botkit.config import load_config
+
+    (tmp_path / "bot.yaml").write_text(
+        f"database_url: {postgres_url}\ndatabase_pool_size: 3\ndatabase_max_turn_connections: 1\n", encoding="utf-8"
+    )
+    async with SQLConversationStore.from_config(load_config(tmp_path)) as bounded:
+        engine = bounded._engine
+        assert engine is not None and engine.pool.size() + engine.pool._max_overflow == 3  # type: ignore[attr-defined]
+        busy = await bounded.create_conversation(bot="b", channel="web")
+        other = await bounded.create_conversation(bot="b", channel="web")
+        async with bounded.turn_lock(busy.id, timeout=5):
+            # The one turn-lock connection is taken: another conversation's turn waits for it,
+            # then fails with an error that names the setting, not a bare timeout.
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="database_max_turn_connections"):
+                async with bounded.turn_lock(other.id, timeout=0.3):
+                    pass
+            assert time.monotonic() - started < 2.0
+        async with bounded.turn_lock(other.id, timeout=5):  # free again once the first turn ended
+            pass

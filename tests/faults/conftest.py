@@ -44,6 +44,8 @@ TURN_TIMEOUT_S = 8.0
 LOCK_TIMEOUT_S = 10.0
 OPENAI_TIMEOUT_S = 3.0
 BREAKER_COOLDOWN_S = 2.0
+DATABASE_POOL_SIZE = 4
+DATABASE_MAX_TURN_CONNECTIONS = 16
 
 
 @dataclass
@@ -116,8 +118,12 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
                 openai_extra=f"  timeout_s: {OPENAI_TIMEOUT_S}\n  max_retries: 1\n",
                 extra=f"limits:\n  turn_timeout_s: {TURN_TIMEOUT_S}\n  lock_timeout_s: {LOCK_TIMEOUT_S}\n"
                       f"  breaker_failures: 3\n  breaker_cooldown_s: {BREAKER_COOLDOWN_S}\n")
+            # Three botkit processes share PostgreSQL's default 100 connections with the test
+            # run itself: small pools (deploy/README.md, "Database pools").
             env = {"BOTKIT_DATABASE_URL": database_url,
-                   "BOTKIT_KNOWLEDGE__CHROMA_URL": f"http://127.0.0.1:{chroma_port}"}
+                   "BOTKIT_KNOWLEDGE__CHROMA_URL": f"http://127.0.0.1:{chroma_port}",
+                   "BOTKIT_DATABASE_POOL_SIZE": str(DATABASE_POOL_SIZE),
+                   "BOTKIT_DATABASE_MAX_TURN_CONNECTIONS": str(DATABASE_MAX_TURN_CONNECTIONS)}
             serve = serve_b = None
             try:
                 serve = start_botkit(bot, port, tmp / "serve.log", workers=2, env=env, wait=False)

@@ -46,7 +46,7 @@ def mount(app: Starlette, bot: Bot, *, secret: bytes | None = None) -> ConsoleSt
     from connectors.web.console import routes
 
     config = bot.config
-    engine = create_engine(config.resolved_database_url)
+    engine = create_engine(config.resolved_database_url, max_connections=config.database_pool_size)
     webhooks = Webhooks(engine)
     state = ConsoleState(
         bot=bot, settings=config.console, engine=engine, cookie_key=cookie_key(secret or load_secret(config)),

@@ -14,10 +14,10 @@ run:
 install:
 	scripts/install.sh all
 
-## test: install the test dependencies and run the suite (what CI runs; slow model training and
-## the multi-process fault-injection suite excluded: see test-faults)
+## test: install the test dependencies and run the suite, fault-injection tests included (what CI
+## runs; only the slow full-size model training is left to test-all)
 test:
-	scripts/test.sh -m "not slow and not faults"
+	scripts/test.sh -m "not slow"
 
 ## test-faults: the fault-injection suite (real worker processes, PostgreSQL, chroma run)
 test-faults:

@@ -9,11 +9,12 @@ and :class:`~botkit.errors.StoreError` for any other database failure.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
 ConversationState = Literal["bot", "handoff", "closed"]
@@ -25,6 +26,10 @@ Role = Literal["user", "assistant", "system", "agent"]
 ROLES: tuple[Role, ...] = ("user", "assistant", "system", "agent")
 
 _Store = TypeVar("_Store", bound="ConversationStore")
+
+ORDER_POLL_S = 0.01  # first wait before a turn retakes the lock for an earlier message's turn
+ORDER_POLL_MAX_S = 0.1
+ORDER_LOOKBACK = 50  # messages read to find earlier unanswered ones (the default implementation)
 
 
 @dataclass(frozen=True)
@@ -263,14 +268,53 @@ class ConversationStore(ABC):
         """
 
     @asynccontextmanager
-    async def turn(self, conversation_id: str, *, timeout: float) -> AsyncIterator[Conversation | None]:
+    async def turn(
+        self, conversation_id: str, *, timeout: float, message: Message | None = None
+    ) -> AsyncIterator[Conversation | None]:
         """Hold the turn lock (as :meth:`turn_lock`) and give the block the conversation
         as read once the lock is held (``None`` if it does not exist).
 
         What a turn starts with: its state must be read inside the lock, since a human may
-        have taken the conversation over while the turn waited. The default is
-        :meth:`turn_lock` then :meth:`get_conversation`; a store may do both in one round
-        trip.
+        have taken the conversation over while the turn waited.
+
+        ``message`` (the user message the turn answers) keeps answers in recorded order:
+        while an earlier user message of the conversation, recorded less than ``timeout``
+        seconds ago and after the last bot or agent message, has no reply yet (its turn is
+        still waiting for the lock, e.g. on another worker), the lock is handed back and
+        taken again, for at most ``timeout`` seconds in all. Two messages arriving at the
+        same instant on two workers are thus answered in the order they were stored; an
+        earlier message whose turn died stops holding later ones back after ``timeout``.
+
+        The default is :meth:`turn_lock`, :meth:`get_conversation` and :meth:`history`; a
+        store may do the reads in the lock's own round trip.
         """
-        async with self.turn_lock(conversation_id, timeout=timeout):
-            yield await self.get_conversation(conversation_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = ORDER_POLL_S
+        while True:
+            async with self.turn_lock(conversation_id, timeout=max(deadline - loop.time(), ORDER_POLL_S)):
+                conversation = await self.get_conversation(conversation_id)
+                if (
+                    message is None
+                    or conversation is None
+                    or conversation.state == "handoff"
+                    or loop.time() >= deadline
+                    or not await self._earlier_unanswered(conversation_id, message, timeout)
+                ):
+                    yield conversation
+                    return
+            await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
+            delay = min(delay * 2, ORDER_POLL_MAX_S)
+
+    async def _earlier_unanswered(self, conversation_id: str, message: Message, window_s: float) -> bool:
+        """Whether a user message recorded before ``message`` (within ``window_s``, after
+        the last bot or agent message) still waits for its reply."""
+        recent = await self.history(conversation_id, limit=ORDER_LOOKBACK)  # replies may follow `message`
+        since = datetime.now(timezone.utc) - timedelta(seconds=window_s)
+        answered = {m.reply_to for m in recent if m.reply_to is not None}
+        for earlier in reversed([m for m in recent if m.seq < message.seq]):
+            if earlier.role != "user":
+                return False
+            if earlier.id not in answered and (earlier.created_at is None or earlier.created_at >= since):
+                return True
+        return False

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Column, Row, Table, bindparam, func, insert, select, update
+from sqlalchemy import Column, Row, Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from botkit.errors import StoreError
@@ -109,12 +109,49 @@ def message_values(**values: Any) -> dict[str, Any]:
     return {**MESSAGE_DEFAULTS, **values}
 
 
+_earlier, _answer, _between = messages.alias("earlier"), messages.alias("answer"), messages.alias("between")
+EARLIER_UNANSWERED = (
+    # A user message recorded before :seq, since :since, with no reply and no bot or agent
+    # message between it and :seq: its turn is still to come (see ConversationStore.turn).
+    select(_earlier.c.id)
+    .where(
+        _earlier.c.conversation_id == bindparam("cid"),
+        _earlier.c.role == "user",
+        _earlier.c.seq < bindparam("seq"),
+        _earlier.c.created_at >= param(M.created_at, "since"),
+    )
+    .where(~exists().where(_answer.c.reply_to == _earlier.c.id))
+    .where(
+        ~exists().where(
+            _between.c.conversation_id == _earlier.c.conversation_id,
+            _between.c.role != "user",
+            _between.c.seq > _earlier.c.seq,
+            _between.c.seq < bindparam("seq"),
+        )
+    )
+    .limit(1)
+)
+
+
 # -- units of work --------------------------------------------------------------------------
 
 
 def read_conversation(connection: Connection, *, conversation_id: str) -> Row[Any] | None:
     """The conversation's row (a turn lock's read)."""
     return connection.execute(GET_CONVERSATION, {"cid": conversation_id}).first()
+
+
+def read_turn(
+    connection: Connection, *, conversation_id: str, seq: int, window_s: float
+) -> tuple[Row[Any] | None, bool]:
+    """A turn lock's read for the turn answering message ``seq``: the conversation's row, and
+    whether an earlier message recorded in the last ``window_s`` seconds still waits for its
+    turn (then this turn lets it go first)."""
+    row = connection.execute(GET_CONVERSATION, {"cid": conversation_id}).first()
+    if row is None or row.state == "handoff":
+        return row, False
+    params = {"cid": conversation_id, "seq": seq, "since": now() - timedelta(seconds=window_s)}
+    return row, connection.execute(EARLIER_UNANSWERED, params).first() is not None
 
 
 def insert_message(connection: Connection, conversation_id: str, values: dict[str, Any]) -> Row[Any]:

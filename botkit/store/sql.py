@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from botkit.errors import ConfigError, StoreError
 from botkit.store import queries as q
 from botkit.store.base import (
+    ORDER_POLL_MAX_S,
+    ORDER_POLL_S,
     ROLES,
     STATES,
     Conversation,
@@ -390,12 +393,30 @@ class SQLConversationStore(ConversationStore):
             yield
 
     @asynccontextmanager
-    async def turn(self, conversation_id: str, *, timeout: float) -> AsyncIterator[Conversation | None]:
-        """:meth:`turn_lock`, with the conversation read in the lock's own round trip
-        (SQLite: the lease's transaction; PostgreSQL: the lock's connection)."""
-        read = partial(q.read_conversation, conversation_id=conversation_id)
-        async with self._opened()[1].hold(conversation_id, timeout, read) as row:
-            yield None if row is None else to_conversation(row)
+    async def turn(
+        self, conversation_id: str, *, timeout: float, message: Message | None = None
+    ) -> AsyncIterator[Conversation | None]:
+        """See :meth:`ConversationStore.turn`; here the conversation (and, with ``message``,
+        the earlier-message check) is read in the lock's own round trip (SQLite: the lease's
+        transaction; PostgreSQL: the lock's connection)."""
+        locks = self._opened()[1]
+        if message is None:
+            read = partial(q.read_conversation, conversation_id=conversation_id)
+            async with locks.hold(conversation_id, timeout, read) as row:
+                yield None if row is None else to_conversation(row)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = ORDER_POLL_S
+        read_turn = partial(q.read_turn, conversation_id=conversation_id, seq=message.seq, window_s=timeout)
+        while True:
+            async with locks.hold(conversation_id, max(deadline - loop.time(), ORDER_POLL_S), read_turn) as found:
+                row, earlier_waiting = found if found is not None else (None, False)
+                if not earlier_waiting or loop.time() >= deadline:
+                    yield None if row is None else to_conversation(row)
+                    return
+            await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
+            delay = min(delay * 2, ORDER_POLL_MAX_S)
 
 
 def _positive(limit: int) -> int:

@@ -190,7 +190,7 @@ class DialogueManager:
                 return
         lock_requested = time.perf_counter()  # observability
         # The lock comes with the conversation as read inside it: a human may have taken over.
-        async with self.store.turn(conversation.id, timeout=limits.lock_timeout_s) as fresh:
+        async with self.store.turn(conversation.id, timeout=limits.lock_timeout_s, message=user) as fresh:
             metrics.lock_waited(time.perf_counter() - lock_requested)  # observability
             if not created:  # a retry of a turn that may have finished while we waited
                 stored = await self.store.get_reply(user.id)

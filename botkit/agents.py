@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from botkit._tables import agent_sessions, agents, reading, writing
 from botkit.business_hours import handoff_message, is_open, next_opening
 from botkit.errors import ConfigError, StoreError
+from botkit.store.engine import EngineTables
 
 AgentRole = Literal["agent", "admin"]
 ROLES: tuple[AgentRole, ...] = ("agent", "admin")
@@ -105,34 +105,12 @@ def _to_agent(row: Any) -> Agent:
                  disabled=row.disabled_at is not None)
 
 
-class AgentDirectory:
+class AgentDirectory(EngineTables):
     """Agent accounts and console sessions in the bot's database.
 
     Takes an :class:`AsyncEngine` (no I/O in the constructor) or builds one with
     :meth:`from_url`. Database failures raise :class:`~botkit.errors.StoreError`.
     """
-
-    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
-        self.engine = engine
-        self._owns_engine = owns_engine
-
-    @classmethod
-    def from_url(cls, database_url: str) -> AgentDirectory:
-        """Agents in the database at ``database_url``, on an engine of their own."""
-        from botkit.store.engine import create_engine
-
-        return cls(create_engine(database_url), owns_engine=True)
-
-    async def migrate(self) -> None:
-        """Bring the schema up to date (the store does it when it opens)."""
-        from botkit.store.migrate import ensure_schema
-
-        await ensure_schema(self.engine)
-
-    async def aclose(self) -> None:
-        """Dispose the engine if :meth:`from_url` created it."""
-        if self._owns_engine:
-            await self.engine.dispose()
 
     async def create(
         self, email: str, password: str, *, role: AgentRole = "agent", bots: list[str] | tuple[str, ...] = ()

@@ -23,9 +23,8 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Column, DateTime, String, Table, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from botkit.store.engine import WRITE, translating
+from botkit.store.engine import WRITE, EngineTables, translating
 from botkit.store.models import Base
 
 KEY_PREFIX = "bk_"
@@ -62,36 +61,13 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class ApiKeys:
+class ApiKeys(EngineTables):
     """Create, list, revoke and verify API keys in the bot's database.
 
     Takes an :class:`AsyncEngine` on the bot's database (no I/O in the constructor), or
     builds one with :meth:`from_url`; each method is one unit of work. Database failures
     raise :class:`~botkit.errors.StoreUnavailable` or :class:`~botkit.errors.StoreError`.
     """
-
-    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
-        self.engine = engine
-        self._owns_engine = owns_engine
-
-    @classmethod
-    def from_url(cls, database_url: str, *, max_connections: int | None = None) -> ApiKeys:
-        """Keys in the database at ``database_url``, on an engine of their own (no I/O yet)
-        with at most ``max_connections`` connections on a server database."""
-        from botkit.store.engine import create_engine
-
-        return cls(create_engine(database_url, max_connections=max_connections), owns_engine=True)
-
-    async def migrate(self) -> None:
-        """Bring the schema (``api_keys`` included) up to date; the store does it when it opens."""
-        from botkit.store.migrate import ensure_schema
-
-        await ensure_schema(self.engine)
-
-    async def aclose(self) -> None:
-        """Dispose the engine if :meth:`from_url` created it."""
-        if self._owns_engine:
-            await self.engine.dispose()
 
     async def create(self, *, name: str = "default") -> tuple[ApiKey, str]:
         """Create a key; return it and its full secret (shown once, never stored)."""

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from botkit._tables import reading, webhook_deliveries, webhook_endpoints, writing
 from botkit.messages import IncomingMessage, Reply
 from botkit.store.base import Feedback
+from botkit.store.engine import EngineTables
 
 log = logging.getLogger("botkit.webhooks")
 
@@ -160,7 +161,7 @@ def _to_endpoint(row: Any) -> WebhookEndpoint:
                            active=row.disabled_at is None)
 
 
-class Webhooks:
+class Webhooks(EngineTables):
     """Webhook endpoints and the delivery outbox in the bot's database.
 
     Takes an :class:`AsyncEngine` (no I/O in the constructor) or builds one with
@@ -169,28 +170,9 @@ class Webhooks:
     """
 
     def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
-        self.engine = engine
-        self._owns_engine = owns_engine
+        super().__init__(engine, owns_engine=owns_engine)
         self._cache: tuple[float, list[WebhookEndpoint]] | None = None
         self.wakeup: asyncio.Event | None = None
-
-    @classmethod
-    def from_url(cls, database_url: str) -> Webhooks:
-        """Webhooks in the database at ``database_url``, on an engine of their own."""
-        from botkit.store.engine import create_engine
-
-        return cls(create_engine(database_url), owns_engine=True)
-
-    async def migrate(self) -> None:
-        """Bring the schema up to date (the store does it when it opens)."""
-        from botkit.store.migrate import ensure_schema
-
-        await ensure_schema(self.engine)
-
-    async def aclose(self) -> None:
-        """Dispose the engine if :meth:`from_url` created it."""
-        if self._owns_engine:
-            await self.engine.dispose()
 
     async def add(self, url: str, *, events: Sequence[str] | None = None) -> tuple[WebhookEndpoint, str]:
         """Register an endpoint; return it and its signing secret (shown once)."""

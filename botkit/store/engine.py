@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from typing_extensions import Self
 
 from botkit.errors import BotkitError, StoreError, StoreUnavailable
 from botkit.store.urls import display_url, is_sqlite, normalize_database_url
@@ -69,6 +70,33 @@ def create_engine(url: str | URL, *, max_connections: int | None = None, **kwarg
     if is_sqlite(target):
         install_sqlite_hooks(engine)
     return engine
+
+
+class EngineTables:
+    """Base of the classes that keep tables beside the store's in the bot's database
+    (API keys, agents, webhooks): an :class:`AsyncEngine` handed in (no I/O in the
+    constructor), or one of their own from :meth:`from_url`, disposed by :meth:`aclose`."""
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+        self.engine = engine
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, database_url: str, *, max_connections: int | None = None) -> Self:
+        """The tables in the database at ``database_url``, on an engine of their own (no I/O
+        yet) with at most ``max_connections`` connections on a server database."""
+        return cls(create_engine(database_url, max_connections=max_connections), owns_engine=True)
+
+    async def migrate(self) -> None:
+        """Bring the schema up to date (the store does it when it opens)."""
+        from botkit.store.migrate import ensure_schema
+
+        await ensure_schema(self.engine)
+
+    async def aclose(self) -> None:
+        """Dispose the engine if :meth:`from_url` created it."""
+        if self._owns_engine:
+            await self.engine.dispose()
 
 
 def install_sqlite_hooks(engine: AsyncEngine | Engine) -> None:

@@ -186,32 +186,15 @@ async def sqlite_floors(path: Path, n: int) -> dict[str, dict[str, float]]:
     return results
 
 
-async def postgres_admin(base_url: str, statement: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.engine import make_url
-
-    dsn = make_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 def run_postgres(base_url: str, n: int) -> dict[str, dict[str, float]] | None:
-    from sqlalchemy.engine import make_url
+    from tests.helpers.postgres import scratch_database
 
-    name = f"botkit_bench_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(postgres_admin(base_url, f'CREATE DATABASE "{name}"'))
+        with scratch_database(base_url, prefix="botkit_bench") as url:
+            return asyncio.run(measure_store(url, n))
     except (OSError, asyncio.TimeoutError) as exc:
         print(f"PostgreSQL skipped: cannot reach {base_url}: {exc}")
         return None
-    try:
-        url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-        return asyncio.run(measure_store(url, n))
-    finally:
-        asyncio.run(postgres_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main() -> None:

@@ -10,15 +10,15 @@ variable the PostgreSQL cases are skipped.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.helpers.postgres import scratch_database
 
 if TYPE_CHECKING:
     from botkit.store import SQLConversationStore
@@ -34,34 +34,11 @@ def _postgres_base_url() -> str:
     return url
 
 
-def _postgres_database_url(base_url: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(base_url).set(database=database).render_as_string(hide_password=False)
-
-
-async def _postgres_admin(base_url: str, statement: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    dsn = make_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @contextmanager
 def postgres_scratch_database() -> Iterator[str]:
     """A new, empty PostgreSQL database (its URL) that is dropped afterwards."""
-    base = _postgres_base_url()
-    name = f"botkit_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres_admin(base, f'CREATE DATABASE "{name}"'))
-    try:
-        yield _postgres_database_url(base, name)
-    finally:
-        asyncio.run(_postgres_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(_postgres_base_url()) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     stub = FaultyStub().start()
     started = time.monotonic()
     try:
-        with scratch_database(base) as database_url:
+        with scratch_database(base, prefix="botkit_faults") as database_url:
             chroma_port, port, port_b = free_port(), free_port(), free_port()
             chroma_path = tmp / "chroma-data"
             chroma = start_chroma(chroma_path, chroma_port, tmp / "chroma.log")

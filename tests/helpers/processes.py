@@ -40,6 +40,7 @@ import httpx
 from typing_extensions import Self
 
 from tests.helpers.openai_stub import OpenAIStub, StubReply
+from tests.helpers.postgres import pg_execute, scratch_database
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "faq-agent"
@@ -218,38 +219,6 @@ def wait_workers_ready(proc: Proc, count: int, *, since_pids: set[int], timeout:
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
-
-
-def _dsn(url: str, database: str | None = None) -> str:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-async def pg_execute(url: str, statement: str, *args: Any, database: str | None = None) -> Any:
-    """Run one statement on ``url`` (or another database of its server); return its rows."""
-    import asyncpg
-
-    connection = await asyncpg.connect(_dsn(url, database), timeout=10)
-    try:
-        return await connection.fetch(statement, *args)
-    finally:
-        await connection.close()
-
-
-@contextlib.contextmanager
-def scratch_database(base_url: str, prefix: str = "botkit_faults") -> Iterator[str]:
-    """A new PostgreSQL database (its URL, same server and user as ``base_url``), dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    asyncio.run(pg_execute(base_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield _dsn(base_url, name).replace("postgresql://", "postgresql://", 1)
-    finally:
-        asyncio.run(pg_execute(base_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        asyncio.run(pg_execute(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # -- the model server ---------------------------------------------------------------------------

@@ -146,6 +146,11 @@ class SlackSettings(BaseModel):
     support_channel: str | None = Field(
         None, description="Channel ID where handoffs are posted with a link to the thread (e.g. C0123456789)."
     )
+    max_concurrent_answers: int = Field(
+        8, ge=1, description="Answers generated at once per worker process; further events wait in a queue "
+        "(claimed, so answered exactly once), so that acks stay fast under load. Lower it for answers that "
+        "use the CPU (local models), raise it for remote APIs.",
+    )
 
     @field_validator("api_url")
     @classmethod

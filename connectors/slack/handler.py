@@ -9,13 +9,19 @@ answer record feedback (👍/👎) or hand the conversation to a human.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from botkit.bot import Bot
@@ -30,6 +36,7 @@ log = logging.getLogger("botkit.slack")
 
 RECOVERY_MARGIN_S = 30.0  # beyond the turn deadline before another worker takes an event over
 FEEDBACK_THANKS = "Thanks for your feedback!"
+_AUTH_TEST_ERRORS = (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class SlackConnector:
@@ -37,14 +44,15 @@ class SlackConnector:
 
     ``settings`` replaces the bot's ``slack:`` section. ``recovery_grace_s`` (default: the
     turn deadline + 30 s) is how long a claimed event may stay unfinished before another
-    worker, or this one after a restart, answers it instead. ``max_concurrent_turns``
-    bounds the answers generated at once (the rest wait, already claimed). Call
-    :meth:`start` once the event loop runs and :meth:`aclose` at shutdown.
+    worker, or this one after a restart, answers it instead. ``max_concurrent_answers``
+    (default: ``slack.max_concurrent_answers``) bounds the answers generated at once; the
+    other events wait in a queue, already claimed. Call :meth:`start` once the event loop
+    runs and :meth:`aclose` at shutdown.
     """
 
     def __init__(
         self, bot: Bot, *, settings: SlackSettings | None = None, recovery_grace_s: float | None = None,
-        sweep_interval_s: float = 60.0, max_concurrent_turns: int = 16,
+        sweep_interval_s: float = 60.0, max_concurrent_answers: int | None = None,
     ) -> None:
         self.bot = bot
         self.settings = settings or bot.config.slack
@@ -62,12 +70,12 @@ class SlackConnector:
             grace = bot.config.limits.turn_timeout_s + RECOVERY_MARGIN_S
         self.delivery = EventDelivery(
             bot, wants=self._wants, process=self._process, grace_s=grace, sweep_interval_s=sweep_interval_s,
-            max_concurrent=max_concurrent_turns,
+            max_concurrent=max_concurrent_answers or self.settings.max_concurrent_answers,
         )
+        secret = self.settings.signing_secret
+        self._verifier = SignatureVerifier(secret) if secret else None  # None: Socket Mode, no HTTP
         self._bot_user_id: str | None = None
-        self.app.use(self.delivery.middleware)
-        self.app.event("app_mention")(self._on_event)
-        self.app.event("message")(self._on_event)
+        self.app.use(self.delivery.middleware)  # claims and acknowledges events: no event listeners
         self.app.action(translate.FEEDBACK_UP)(self._on_feedback)
         self.app.action(translate.FEEDBACK_DOWN)(self._on_feedback)
         self.app.action(translate.HANDOFF)(self._on_handoff)
@@ -75,10 +83,12 @@ class SlackConnector:
     async def start(self) -> None:
         """Start the bot and the recovery of events left unfinished by a dead worker."""
         if self.client.session is None:  # one connection pool for every Web API call (keep-alive)
-            import aiohttp
-
             self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.client.timeout))
         await self.bot.start()
+        try:  # known before the first event, so that its ack does not wait for auth.test
+            await self._own_user_id()
+        except _AUTH_TEST_ERRORS as exc:
+            log.warning("slack: auth.test failed at start-up (%s); retried with the first event", exc)
         await self.delivery.start()
         if self._relay_agent_reply not in self.bot.observers:
             self.bot.observers.append(self._relay_agent_reply)
@@ -99,8 +109,32 @@ class SlackConnector:
         event = body.get("event") or {}
         return translate.to_incoming(event, team_id=body.get("team_id"), bot_user_id=bot_user_id) is not None
 
-    async def _on_event(self, body: dict[str, Any], context: dict[str, Any]) -> None:
-        await self.delivery.run(body, context.get("bot_user_id"))
+    async def acknowledge(self, raw: bytes, headers: Mapping[str, str]) -> int | None:
+        """Answer an Events API request over HTTP without Bolt: the HTTP status, or ``None``
+        for a request Bolt must handle (not an ``event_callback``, not JSON).
+
+        The ack path is only what exactly-once needs: check the signature (401 when it is
+        wrong or more than 5 minutes old), parse, claim, queue. Bolt would add its
+        middleware chain, listener matching and a task per event to every ack.
+        """
+        if self._verifier is None:
+            raise ConfigError("serving Slack over HTTP needs slack.signing_secret", hint="set SLACK_SIGNING_SECRET")
+        if not self._verifier.is_valid_request(raw, headers):
+            return 401
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(body, dict) or body.get("type") != "event_callback":
+            return None
+        bot_user_id = self._bot_user_id
+        if bot_user_id is None:
+            try:
+                bot_user_id = await self._own_user_id()
+            except _AUTH_TEST_ERRORS as exc:  # not the event's fault: Slack retries it
+                log.warning("slack: auth.test failed (%s): answering 503 so that Slack retries the event", exc)
+                return 503
+        return await self.delivery.admit(body, bot_user_id, retry=headers.get("x-slack-retry-num"))
 
     async def _process(self, body: dict[str, Any], bot_user_id: str | None) -> None:
         bot_user_id = bot_user_id or await self._own_user_id()

@@ -4,7 +4,7 @@
 Slack connector at ``/slack/events``) with uvicorn, for tests that kill the server::
 
     python -m tests.helpers.slack_server --root DIR --database-url URL --api-url URL --port N \
-        [--first-delay 5] [--delay 0] [--grace 1]
+        [--first-delay 5] [--delay 0] [--grace 1] [--max-concurrent-answers 4]
 
 The first reply takes ``--first-delay`` seconds, later ones ``--delay``; ``--grace`` is the
 connector's recovery grace period (seconds before an unfinished event is taken over).
@@ -68,11 +68,14 @@ class FixedKnowledge:
 def make_bot(
     root: Path, *, database_url: str, api_url: str, backend: ScriptedBackend | None = None,
     support_channel: str | None = "CSUPPORT", dm_idle_minutes: float = 30.0, name: str = "slackbot",
+    max_concurrent_answers: int | None = None,
 ) -> Bot:
     """A bot answering from :data:`PASSAGE` with a :class:`ScriptedBackend`, wired to a Slack stub."""
     root.mkdir(parents=True, exist_ok=True)
     slack = SlackSettings(bot_token=TOKEN, signing_secret=SIGNING_SECRET, api_url=api_url,
                           support_channel=support_channel, dm_idle_minutes=dm_idle_minutes)
+    if max_concurrent_answers is not None:
+        slack.max_concurrent_answers = max_concurrent_answers
     config = BotConfig(name=name, database_url=database_url, slack=slack, root=root)
     config.web.rate_limit_per_minute = 0
     config.web.conversation_rate_limit_per_minute = 0
@@ -118,14 +121,14 @@ class SlackHarness:
 @asynccontextmanager
 async def slack_harness(
     root: Path, serve: Callable[[Any], AbstractAsyncContextManager[str]], *, database_url: str | None = None,
-    stub: SlackStub | None = None, **options: Any,
+    stub: SlackStub | None = None, backend: ScriptedBackend | None = None, **options: Any,
 ) -> AsyncIterator[SlackHarness]:
     """Serve a :func:`make_bot` bot (web app + Slack connector) with ``serve`` (uvicorn on a free port)."""
     from connectors.web.app import create_app
 
     with ExitStack() as stack:
         stub = stub or stack.enter_context(SlackStub())
-        backend = ScriptedBackend()
+        backend = backend or ScriptedBackend()
         bot = make_bot(root, database_url=database_url or f"sqlite:///{root / 'botkit.db'}", api_url=stub.api_url,
                        backend=backend, **options)
         app = create_app(bot)
@@ -154,6 +157,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--replies", type=int, default=1000, help="scripted replies that take --delay")
     parser.add_argument("--grace", type=float, default=None)
+    parser.add_argument("--max-concurrent-answers", type=int, default=None, help="slack.max_concurrent_answers")
     args = parser.parse_args()
 
     import uvicorn
@@ -164,7 +168,8 @@ def main() -> None:
     backend.enqueue("You can reset it from the login page [1].", delay=args.first_delay)
     for _ in range(args.replies):
         backend.enqueue("You can reset it from the login page [1].", delay=args.delay)
-    bot = make_bot(args.root, database_url=args.database_url, api_url=args.api_url, backend=backend)
+    bot = make_bot(args.root, database_url=args.database_url, api_url=args.api_url, backend=backend,
+                   max_concurrent_answers=args.max_concurrent_answers)
     app = create_app(bot)
     app.add_route("/bench/noop", _verified_noop, methods=["POST"], include_in_schema=False)
     if args.grace is not None:  # the app mounted the connector with the default grace: shorten it

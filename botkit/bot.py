@@ -24,7 +24,12 @@ from botkit.errors import ConfigError, RetrievalError
 from botkit.messages import IncomingMessage, Reply, ReplyDone, ReplyEvent
 from botkit.policy import EscalationPolicy
 from botkit.router import Router
-from botkit.store.base import Conversation, ConversationState, ConversationStore, Message
+from botkit.store.base import (
+    Conversation,
+    ConversationState,
+    ConversationStore,
+    Message,
+)
 from botkit.webhooks import Observer, feedback_event, notify, turn_events
 
 T = TypeVar("T")
@@ -149,7 +154,8 @@ class Bot:
     async def handle(self, incoming: IncomingMessage) -> Reply:
         """Run one turn for a connector's message."""
         reply = await (await self._dm()).handle(incoming)
-        await notify(self.observers, turn_events(self.name, incoming, reply))
+        if self.observers:  # none: skip building the turn's events
+            await notify(self.observers, turn_events(self.name, incoming, reply))
         return reply
 
     async def handle_stream(self, incoming: IncomingMessage) -> AsyncIterator[ReplyEvent]:

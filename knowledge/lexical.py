@@ -93,8 +93,11 @@ class LexicalHit:
 class LexicalIndex:
     """The SQLite database ``lexical.db``: the FTS5 table, plus the ingest manifest's tables.
 
-    Thread-safe: one connection guarded by a lock. :meth:`transaction` groups writes to the
-    FTS table and the manifest (see :mod:`knowledge.manifest`) so they commit together.
+    Thread-safe. Writes go through one connection guarded by a lock: :meth:`transaction`
+    groups writes to the FTS table and the manifest (see :mod:`knowledge.manifest`) so they
+    commit together. Searches (:meth:`search`, :meth:`committed`) each take a read
+    connection of their own from a small pool (WAL mode), so concurrent searches run in
+    parallel, never wait for an ingest's write transaction, and see the last committed state.
     """
 
     def __init__(self, path: Path) -> None:
@@ -102,6 +105,8 @@ class LexicalIndex:
         self.lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._in_transaction = False
+        self._idle: list[sqlite3.Connection] = []  # read connections not in use (list.pop/append are atomic)
+        self._generation = 0  # bumped by close(): connections in use are closed when returned
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -124,12 +129,38 @@ class LexicalIndex:
             ) from exc
         return conn
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read connection for one search: an idle one, or a new one (returned after use)."""
+        generation = self._generation
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            if self._conn is None:
+                self.conn  # noqa: B018 - creates the file and the tables first
+            try:
+                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise IndexUnavailable(
+                    f"lexical index {self.path}: {exc}; delete it and run `botkit ingest --rebuild`"
+                ) from exc
+        try:
+            yield conn
+        finally:
+            if generation == self._generation:
+                self._idle.append(conn)
+            else:  # closed meanwhile
+                conn.close()
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections (a later call opens them again)."""
         with self.lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._generation += 1
+            while self._idle:
+                self._idle.pop().close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -190,8 +221,7 @@ class LexicalIndex:
         if not ids:
             return []
         try:
-            with self.lock:
-                conn = self.conn
+            with self._reading() as conn:
                 found: set[str] = set()
                 for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
                     part = list(ids[start : start + 500])
@@ -218,8 +248,8 @@ class LexicalIndex:
             "JOIN chunk_meta AS m ON m.rowid = t.rowid ORDER BY t.score"
         )
         try:
-            with self.lock:
-                rows = self.conn.execute(sql, [expression, *params, k]).fetchall()
+            with self._reading() as conn:
+                rows = conn.execute(sql, [expression, *params, k]).fetchall()
         except sqlite3.Error as exc:
             raise IndexUnavailable(f"lexical index {self.path}: search failed: {exc}") from exc
         return [LexicalHit(chunk_id=cid, rank=i + 1, score=-float(score)) for i, (cid, score) in enumerate(rows)]

@@ -8,30 +8,45 @@ Modes:
              (Cormack et al. 2009), the default when ``knowledge.hybrid`` is on.
 
 Whatever the mode, :attr:`Passage.score` is the chunk's cosine similarity to the query
-(computed from the stored vector for chunks that only the lexical search found), and
-passages under ``knowledge.score_threshold`` are dropped. A threshold therefore means the
-same in every mode, and "nothing relevant" is an empty list. The order is the mode's own
-(the fused order for hybrid).
+(computed from the stored vector for chunks that only the lexical search found). The order
+is the mode's own (the fused order for hybrid).
 
-One exception to the threshold: a lexical hit that contains, as a word, an *identifier*
-of the query (a word of three or more characters with a digit in it: an error code, a
-SKU, a version such as ``E42``, ``74937-H``, ``2.4.1``) is kept under the threshold.
-Sentence embeddings cannot represent such codes (a bare part number scores about 0.1–0.3
-against its own spare-part page), and an exact match on one is strong evidence.
+Relevance is decided in two steps, the same in every mode:
+
+1. *Is the question answerable at all?* Only when its best candidate passage reaches
+   ``knowledge.score_threshold`` (cosine similarity, calibrated on generic help-centre text
+   by ``benchmarks/calibrate_threshold.py``). Otherwise retrieval returns nothing, so
+   "nothing relevant" is an empty list.
+2. *Which passages come with the best one?* Those that reach
+   ``knowledge.passage_threshold`` (lower: 0.25 by default, the similarity that 9 in 10
+   unrelated calibration questions do not reach with any passage). An answer worded
+   differently from the question scores lower than the best match without being less
+   relevant, so the passages ranked with an answerable question's best one are held to the
+   noise level, not to the answerability bar. Every passage that reaches
+   ``score_threshold`` is kept, as before; ``passage_threshold = score_threshold`` is the
+   plain per-passage threshold.
+
+One exception to both: a lexical hit that contains, as a word, an *identifier* of the query
+(a word of three or more characters with a digit in it: an error code, a SKU, a version
+such as ``E42``, ``74937-H``, ``2.4.1``) is kept under the floor. Sentence embeddings
+cannot represent such codes (a bare part number scores about 0.1–0.3 against its own
+spare-part page), and an exact match on one is strong evidence.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
 
 from knowledge.embeddings import Embedder
-from knowledge.lexical import LexicalIndex
+from knowledge.lexical import LexicalHit, LexicalIndex
 from knowledge.observe import emit
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import StoredChunk, VectorStore
@@ -40,13 +55,19 @@ from knowledge.types import Passage
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "lexical")
 RRF_K = 60
+LEXICAL_WORKERS = 4  # BM25 searches in flight at once, each beside its request's Chroma query
 FILTER_KEYS = ("source", "kind", "origin")
 # A code-like word: starts and ends with a letter or digit, may hold . - / _ inside.
 _CODE = re.compile(r"[^\W_](?:[\w./-]*[^\W_])?")
 
 
 class Retriever:
-    """Searches one knowledge base. Thread-safe; build it with :class:`knowledge.index.KnowledgeBase`."""
+    """Searches one knowledge base. Thread-safe; build it with :class:`knowledge.index.KnowledgeBase`.
+
+    A hybrid search runs its BM25 query on one of ``lexical_workers`` worker threads,
+    started on first use, while the calling thread queries Chroma (0: both in the calling
+    thread, one after the other).
+    """
 
     def __init__(
         self,
@@ -56,12 +77,16 @@ class Retriever:
         embedder: Embedder,
         settings: KnowledgeSettings,
         origins: Callable[[], Iterable[str]] | None = None,
+        lexical_workers: int = LEXICAL_WORKERS,
     ) -> None:
         self.store = store
         self.lexical = lexical
         self.embedder = embedder
         self.settings = settings
         self._origins = origins
+        self.lexical_workers = lexical_workers
+        self._executor: ThreadPoolExecutor | None = None  # started on the first hybrid search
+        self._executor_lock = threading.Lock()
 
     def retrieve(
         self,
@@ -71,19 +96,26 @@ class Retriever:
         filters: Mapping[str, Any] | None = None,
         mode: Mode | None = None,
         threshold: float | None = None,
+        passage_threshold: float | None = None,
     ) -> list[Passage]:
         """The best passages for ``query``, at most ``k`` (default ``knowledge.top_k``).
 
         ``filters``: ``{"source": "billing/"}`` keeps sources whose name starts with the
         prefix, ``{"kind": "faq"}`` (or a list) keeps that kind, ``{"origin": name}`` one file.
-        ``threshold`` overrides ``knowledge.score_threshold`` (cosine similarity).
+        ``threshold`` overrides ``knowledge.score_threshold`` (the cosine similarity the best
+        passage must reach for anything to be returned) and ``passage_threshold`` overrides
+        ``knowledge.passage_threshold`` (the similarity the passages returned with it must
+        reach); see the module docstring.
         """
         if not query.strip():
             return []
         started, found = time.perf_counter(), None  # observed: knowledge.observe "retrieve"
         try:
             vector = self.embedder.embed_query(query)
-            found = self.retrieve_by_vector(vector, query_text=query, k=k, filters=filters, mode=mode, threshold=threshold)
+            found = self.retrieve_by_vector(
+                vector, query_text=query, k=k, filters=filters, mode=mode, threshold=threshold,
+                passage_threshold=passage_threshold,
+            )
             return found
         finally:
             emit("retrieve", seconds=time.perf_counter() - started, passages=len(found or ()), ok=found is not None)
@@ -97,6 +129,7 @@ class Retriever:
         filters: Mapping[str, Any] | None = None,
         mode: Mode | None = None,
         threshold: float | None = None,
+        passage_threshold: float | None = None,
     ) -> list[Passage]:
         """Like :meth:`retrieve` with a precomputed query vector (unit norm).
 
@@ -109,6 +142,8 @@ class Retriever:
         if query_text is None:
             mode = "vector"
         threshold = self.settings.score_threshold if threshold is None else threshold
+        if passage_threshold is None:
+            passage_threshold = self.settings.passage_threshold
         filters = dict(filters or {})
         unknown = set(filters) - set(FILTER_KEYS)
         if unknown:
@@ -117,35 +152,50 @@ class Retriever:
         depth = max(4 * k, 20)
 
         # 1. Rankings: ids (and cosine similarities) only; the texts are read for the winners.
+        #    In hybrid mode the BM25 search runs on a worker thread while this one asks Chroma:
+        #    both spend their time in C/Rust without the GIL, so the two overlap.
+        lexical_hits: Future[list[LexicalHit]] | list[LexicalHit] = []
+        if mode in ("hybrid", "lexical") and query_text:
+            lexical_hits = self._lexical_search(query_text, depth, filters, background=mode == "hybrid")
         vector_sims: dict[str, float] = {}
         if mode in ("hybrid", "vector"):
-            where = self._where(filters)
+            where = self._where(filters) if filters else {}
             if where is not None:
                 hits = self.store.query(vector, k=depth, where=where or None, with_data=bool(filters.get("source")))
                 vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
-        lexical_ranks: dict[str, int] = {}
-        if mode in ("hybrid", "lexical") and query_text:
-            hits_lex = self.lexical.search(query_text, k=depth, filters=filters)
-            lexical_ranks = {hit.chunk_id: hit.rank for hit in hits_lex}
+        if isinstance(lexical_hits, Future):
+            lexical_hits = lexical_hits.result()
+        lexical_ranks = {hit.chunk_id: hit.rank for hit in lexical_hits}
         order = _fuse(list(vector_sims), lexical_ranks, mode)
         # One version per source while it is re-ingested: only chunks the committed manifest names.
         order = self.lexical.committed(order)
 
-        # 2. Walk the order a page at a time: threshold, deduplication, k passages.
+        # 2. The relevance floor: the question is answerable when its best passage reaches the
+        #    threshold; the passages ranked with it then need only reach the passage threshold.
         identifiers = identifiers_of(query_text) if lexical_ranks else set()
+        read: dict[str, StoredChunk] = {}
+        if mode == "lexical" and order:  # no vector search: the similarities come from the stored vectors
+            read = {c.id: c for c in self.store.get(order, with_embeddings=True)}
+            vector_sims = {cid: _similarity(vector, c) for cid, c in read.items()}
+        best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
+        floor = relevance_floor(best, threshold, passage_threshold)
+
+        # 3. Walk the order a page of k at a time: floor, deduplication, k passages.
         passages: list[Passage] = []
         seen: set[str] = set()
-        for start in range(0, len(order), 2 * k):
+        for start in range(0, len(order), k):
             page = [
-                cid for cid in order[start : start + 2 * k]
-                if cid in lexical_ranks or vector_sims.get(cid, 0.0) >= threshold  # skip reads that cannot pass
+                cid for cid in order[start : start + k]
+                if cid in lexical_ranks or vector_sims.get(cid, 0.0) >= floor  # skip reads that cannot pass
             ]
-            need_vectors = any(cid not in vector_sims for cid in page)
-            for chunk in self.store.get(page, with_embeddings=need_vectors):
+            unread = [cid for cid in page if cid not in read]
+            need_vectors = any(cid not in vector_sims for cid in unread)
+            read.update((c.id, c) for c in self.store.get(unread, with_embeddings=need_vectors))
+            for chunk in (read[cid] for cid in page if cid in read):
                 similarity = vector_sims.get(chunk.id)
                 if similarity is None:
-                    similarity = float(np.dot(vector, chunk.embedding)) if chunk.embedding is not None else 0.0
-                if similarity < threshold and not (chunk.id in lexical_ranks and _mentions(chunk, identifiers)):
+                    similarity = _similarity(vector, chunk)
+                if similarity < floor and not (chunk.id in lexical_ranks and _mentions(chunk, identifiers)):
                     continue
                 key = _dedupe_key(chunk)
                 if key in seen:
@@ -155,6 +205,23 @@ class Retriever:
                 if len(passages) == k:
                     return passages
         return passages
+
+    def _lexical_search(
+        self, query_text: str, depth: int, filters: Mapping[str, Any], *, background: bool
+    ) -> Future[list[LexicalHit]] | list[LexicalHit]:
+        """The BM25 ranking, as a future running on the retriever's worker threads when ``background``."""
+        if background and self.lexical_workers > 0:
+            pool = self._executor
+            if pool is None:
+                with self._executor_lock:
+                    if self._executor is None:
+                        self._executor = ThreadPoolExecutor(max_workers=self.lexical_workers, thread_name_prefix="botkit-bm25")
+                    pool = self._executor
+            try:
+                return pool.submit(self.lexical.search, query_text, k=depth, filters=filters)
+            except RuntimeError:  # the interpreter is shutting down: search here
+                pass
+        return self.lexical.search(query_text, k=depth, filters=filters)
 
     def _where(self, filters: Mapping[str, Any]) -> dict[str, Any] | None:
         """A Chroma ``where`` for ``filters``; ``{}`` for none, ``None`` when nothing can match."""
@@ -177,6 +244,20 @@ class Retriever:
         if not clauses:
             return {}
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def relevance_floor(best: float, threshold: float, passage_threshold: float) -> float:
+    """The lowest cosine similarity a passage may have, given the best candidate's ``best``.
+
+    Under ``threshold`` the question is not answerable: the floor is the threshold, which
+    nothing but a passage quoting one of the question's identifiers gets past. At or above
+    it, the floor is ``passage_threshold``, never above ``threshold``.
+    """
+    return threshold if best < threshold else min(threshold, passage_threshold)
+
+
+def _similarity(vector: np.ndarray, chunk: StoredChunk) -> float:
+    return float(np.dot(vector, chunk.embedding)) if chunk.embedding is not None else 0.0
 
 
 def identifiers_of(text: str | None) -> set[str]:

@@ -12,7 +12,7 @@ from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.index import KnowledgeBase
 from knowledge.lexical import cjk_bigrams, match_expression
 from knowledge.query import contextualize, is_follow_up
-from knowledge.retriever import RRF_K, _fuse, identifiers_of
+from knowledge.retriever import RRF_K, Retriever, _fuse, identifiers_of, relevance_floor
 
 _rng = random.Random(7)
 PARTS = ["brew group", "drip tray", "water tank lid", "steam wand tip", "grinder burr set", "portafilter basket",
@@ -107,6 +107,51 @@ def test_default_threshold_separates_related_from_unrelated(kb: KnowledgeBase) -
     best_related, best_unrelated = best_scores(kb, related), best_scores(kb, UNRELATED_QUERIES)
     threshold = kb.settings.score_threshold
     assert max(best_unrelated) < threshold < min(best_related)
+
+
+def test_relevance_floor_gates_on_the_best_passage_then_holds_the_others_to_the_passage_threshold() -> None:
+    assert relevance_floor(0.30, 0.35, 0.25) == 0.35  # not answerable: nothing but identifier matches passes
+    assert relevance_floor(0.45, 0.35, 0.25) == 0.25  # answerable: the others need only the passage threshold
+    assert relevance_floor(0.45, 0.35, 0.50) == 0.35  # never stricter than the plain threshold
+    assert relevance_floor(0.45, 0.35, 0.35) == 0.35  # passage threshold = threshold: the per-passage rule
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "lexical"])
+def test_passages_with_an_answerable_best_one_are_kept_under_the_threshold(kb: KnowledgeBase, mode: str) -> None:
+    query = "how do I descale my espresso machine"
+    qvec = kb.embedder.embed_query(query)
+    ranked = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, k=5, threshold=0.0)
+    scores = sorted((p.score for p in ranked), reverse=True)
+    best, second = scores[0], scores[1]
+    assert best > second
+    threshold = (best + second) / 2  # only the best passage reaches it on its own
+    alone = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, k=5, threshold=threshold,
+                                            passage_threshold=threshold)
+    assert [p.score for p in alone] == [best]
+    lower = second - 0.01
+    together = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, k=5, threshold=threshold,
+                                               passage_threshold=lower)
+    assert {p.score for p in together} == {s for s in scores if s >= lower}
+    assert len(together) >= 2
+    # Above the best passage the question is not answerable, whatever the passage threshold.
+    assert kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, threshold=best + 0.01,
+                                           passage_threshold=0.0) == []
+
+
+def test_unrelated_questions_retrieve_nothing_whatever_the_passage_threshold(kb: KnowledgeBase) -> None:
+    for query, qvec in zip(UNRELATED_QUERIES, kb.embedder.embed(UNRELATED_QUERIES)):
+        for mode in ("hybrid", "vector", "lexical"):
+            got = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, passage_threshold=0.0)
+            assert got == [], (query, mode)
+
+
+def test_overlapped_and_sequential_hybrid_search_agree(kb: KnowledgeBase) -> None:
+    sequential = Retriever(store=kb.store, lexical=kb.lexical, embedder=kb.embedder, settings=kb.settings,
+                           lexical_workers=0)
+    for query in ["how do I descale my espresso machine", f"do you sell {SKUS[0]}", "the grinder is jammed"]:
+        qvec = kb.embedder.embed_query(query)
+        overlapped = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode="hybrid", threshold=0.0)
+        assert overlapped == sequential.retrieve_by_vector(qvec, query_text=query, mode="hybrid", threshold=0.0)
 
 
 def test_source_prefix_and_kind_filters(kb: KnowledgeBase) -> None:

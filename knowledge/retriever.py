@@ -22,9 +22,10 @@ Relevance is decided in two steps, the same in every mode:
    unrelated calibration questions do not reach with any passage). An answer worded
    differently from the question scores lower than the best match without being less
    relevant, so the passages ranked with an answerable question's best one are held to the
-   noise level, not to the answerability bar. Every passage that reaches
-   ``score_threshold`` is kept, as before; ``passage_threshold = score_threshold`` is the
-   plain per-passage threshold.
+   noise level, not to the answerability bar. They come after the passages that reach
+   ``score_threshold`` (each group in the mode's order), so the first passages are exactly
+   those of a plain per-passage threshold and the others only fill the remaining places;
+   ``passage_threshold = score_threshold`` is the plain per-passage threshold.
 
 One exception to both: a lexical hit that contains, as a word, an *identifier* of the query
 (a word of three or more characters with a digit in it: an error code, a SKU, a version
@@ -180,8 +181,11 @@ class Retriever:
         best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
         floor = relevance_floor(best, threshold, passage_threshold)
 
-        # 3. Walk the order a page of k at a time: floor, deduplication, k passages.
+        # 3. Walk the order a page of k at a time: floor, deduplication, k passages. Passages that
+        #    reach the threshold (or quote an identifier) keep the mode's order; those that only
+        #    reach the passage threshold come after them, so they never push a confident one down.
         passages: list[Passage] = []
+        companions: list[Passage] = []
         seen: set[str] = set()
         for start in range(0, len(order), k):
             page = [
@@ -195,16 +199,18 @@ class Retriever:
                 similarity = vector_sims.get(chunk.id)
                 if similarity is None:
                     similarity = _similarity(vector, chunk)
-                if similarity < floor and not (chunk.id in lexical_ranks and _mentions(chunk, identifiers)):
+                confident = similarity >= threshold or (chunk.id in lexical_ranks and _mentions(chunk, identifiers))
+                if not confident and similarity < floor:
                     continue
                 key = _dedupe_key(chunk)
                 if key in seen:
                     continue
                 seen.add(key)
-                passages.append(_passage(chunk, similarity, lexical_ranks.get(chunk.id)))
+                passage = _passage(chunk, similarity, lexical_ranks.get(chunk.id))
+                (passages if confident else companions).append(passage)
                 if len(passages) == k:
                     return passages
-        return passages
+        return passages + companions[: k - len(passages)]
 
     def _lexical_search(
         self, query_text: str, depth: int, filters: Mapping[str, Any], *, background: bool

@@ -132,7 +132,7 @@ def test_passages_with_an_answerable_best_one_are_kept_under_the_threshold(kb: K
     together = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, k=5, threshold=threshold,
                                                passage_threshold=lower)
     assert {p.score for p in together} == {s for s in scores if s >= lower}
-    assert len(together) >= 2
+    assert len(together) >= 2 and together[0].score == best  # the confident passage first, the others after it
     # Above the best passage the question is not answerable, whatever the passage threshold.
     assert kb.retriever.retrieve_by_vector(qvec, query_text=query, mode=mode, threshold=best + 0.01,
                                            passage_threshold=0.0) == []

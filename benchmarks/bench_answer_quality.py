@@ -7,11 +7,15 @@ no API key), in the evaluation runner's isolated store. Figures:
 - answerable cases whose reply contains every ``answer_facts`` string;
 - ``out_of_scope`` cases that abstain;
 - ``escalation`` cases handed to a person;
+- ``multi_turn`` cases whose history-aware query ranks an expected source in the top 3;
 
 plus the runner's other figures (retrieval hit@k, citations, BLEU/ROUGE-L, injection
 safety, latency). Nothing is tuned to this set: the numbers are what the default does.
 
-    .venv/bin/python benchmarks/bench_answer_quality.py [--backend extractive] [--report out.html]
+    .venv/bin/python benchmarks/bench_answer_quality.py [--backend extractive] [--report out.html] [--explain]
+
+``--explain`` prints, for each failing case, what was retrieved and what the bot replied,
+so a failure can be told apart as a retrieval miss, a wrong excerpt or a wrong abstention.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("--backend", default="extractive")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--report", type=Path, default=None, help="also write the HTML report here")
+    parser.add_argument("--explain", action="store_true", help="print retrieved sources and the reply of failing cases")
     args = parser.parse_args()
 
     cases = load_testset(args.questions)
@@ -65,6 +70,7 @@ def main() -> None:
     answerable = [r for r in results if r.case.answerable and r.case.answer_facts]
     oos = [r for r in results if r.case.kind == "out_of_scope"]
     escalation = [r for r in results if r.case.kind == "escalation"]
+    multi = [r for r in results if r.case.kind == "multi_turn" and r.case.expected_sources]
     headline = {
         "answerable_all_facts": sum(1 for r in answerable if not r.facts_missing) / len(answerable),
         "answerable_cases": len(answerable),
@@ -72,12 +78,15 @@ def main() -> None:
         "out_of_scope_cases": len(oos),
         "escalation_handed_off": sum(1 for r in escalation if r.handoff) / len(escalation),
         "escalation_cases": len(escalation),
+        "multi_turn_hit@3": sum(1 for r in multi if r.rank is not None and r.rank <= 3) / len(multi) if multi else None,
+        "multi_turn_cases": len(multi),
     }
     print()
     print(table(["figure", "value", "cases"], [
         ["answerable: reply has every answer fact", headline["answerable_all_facts"], len(answerable)],
         ["out_of_scope: abstained", headline["out_of_scope_abstained"], len(oos)],
         ["escalation: handed off", headline["escalation_handed_off"], len(escalation)],
+        ["multi_turn: expected source in top 3", headline["multi_turn_hit@3"], len(multi)],
     ]))
     keys = ("hit@1", "hit@3", "hit@5", "mrr", "fact_recall", "all_facts_rate", "citation_accuracy", "bleu", "rougeL",
             "abstain_precision", "abstain_recall", "handoff_accuracy", "false_handoff_rate", "injection_safety",
@@ -94,6 +103,10 @@ def main() -> None:
     print(f"\nfailing cases ({len(failing)}):")
     for r in failing:
         print(f"  {r.case.id} ({r.case.kind}): {'; '.join(r.failures)}")
+        if args.explain:
+            print(f"      question: {r.case.question}" + (f"  (after {r.case.history})" if r.case.history else ""))
+            print(f"      retrieved: {', '.join(r.retrieved) or '(nothing)'}")
+            print(f"      reply: {' '.join(r.answer.split())[:400]}")
     if args.report:
         write_report(summary, args.report)
         print(f"report: {args.report}")

@@ -7,7 +7,12 @@ signals and then prepends the previous user message(s) to it:
 1. it is short: at most :data:`SHORT_WORDS` words (a CJK character counts as half a word);
 2. it starts with a connective ("and", "but", "what about", "那", "还有"…);
 3. it is at most :data:`PRONOUN_MAX_WORDS` words long and contains a pronoun that points
-   back ("it", "that", "them", "它", "这个"…).
+   back ("it", "that", "this", "them", "它", "这个"…).
+
+A fourth signal looks at the previous message: when it asked nothing (a statement such as
+"We're on the Business plan and want to set up SSO with Okta." or "I'm about to board a
+10-hour flight.") and carries some content, it set the scene for this question, which
+then keeps it as context (:func:`sets_context`).
 
 When the previous message was itself a follow-up, the one before it is kept too (at most
 :data:`MAX_CONTEXT_MESSAGES`). A standalone question is returned unchanged, so a change of
@@ -30,7 +35,7 @@ CONNECTIVES = (
     "那", "那么", "还有", "另外", "如果", "而且", "并且", "也", "那如果", "それで", "じゃあ", "では",
 )
 PRONOUNS = frozenset(
-    "it its it's that those these they them their one ones there such same "
+    "it its it's this that those these they them their one ones there here such same "
     "它 它们 这个 那个 这些 那些".split()
 )
 _TOKEN = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
@@ -65,11 +70,28 @@ def is_follow_up(question: str) -> bool:
     return False
 
 
+_QUESTION_START = re.compile(
+    r"^(?:who|whom|whose|what|which|when|where|why|how|can|could|do|does|did|is|are|was|were|will|would|should|"
+    r"shall|may|might|have|has|am|any|是否|能否|可以|怎么|如何|为什么|什么|哪)\b",
+    re.IGNORECASE,
+)
+CONTEXT_MIN_WORDS = 5
+
+
+def sets_context(message: str) -> bool:
+    """True when ``message`` states a situation rather than asking: no question mark, no
+    question word first, and at least :data:`CONTEXT_MIN_WORDS` words (not a bare "thanks")."""
+    text = message.strip()
+    if not text or "?" in text or "？" in text or word_count(text) < CONTEXT_MIN_WORDS:
+        return False
+    return not _QUESTION_START.match(text.lstrip("¿¡\"'(«“ "))
+
+
 def contextualize(question: str, history: Sequence[str]) -> str:
     """The retrieval query for ``question`` given earlier user messages (oldest first)."""
     question = question.strip()
     previous = [m.strip() for m in history if m and m.strip()]
-    if not previous or not is_follow_up(question):
+    if not previous or not (is_follow_up(question) or sets_context(previous[-1])):
         return question
     context = [previous[-1]]
     for message in reversed(previous[:-1]):

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|</?[A-Za-z][^<>]*>|<![^<>]*>", re.S | re.I)
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*+•])\s+")
+_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*+•])\s+|^\s*\|")  # list items and table rows
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[。！？])[”」』）]?\s*")
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
 _ANAPHORA = ("it ", "this ", "that ", "these ", "those ", "they ", "then ", "also ", "however", "otherwise")
 
 STOPWORDS = frozenset(
@@ -66,8 +67,26 @@ def stem(word: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    """Stemmed content words of ``text`` (lower-cased, stopwords removed)."""
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
+    """Stemmed content words of ``text`` (lower-cased, stopwords removed).
+
+    Chinese, Japanese and Korean have no spaces between words: each run of CJK characters
+    gives its overlapping character pairs (the usual bigram indexing of CJK text).
+    """
+    lowered = text.lower()
+    words = [stem(w) for w in _WORD.findall(lowered) if w not in STOPWORDS and len(w) > 1]
+    for run in _CJK_RUN.findall(lowered):
+        words.extend(run[i : i + 2] for i in range(max(1, len(run) - 1)))
+    return words
+
+
+def cjk_runs(text: str) -> list[str]:
+    """The runs of CJK characters in ``text`` (lower-cased like :func:`terms`)."""
+    return _CJK_RUN.findall(text.lower())
+
+
+def is_cjk(text: str) -> bool:
+    """True when ``text`` is (or starts with) a Chinese, Japanese or Korean character."""
+    return bool(text) and _CJK_RUN.match(text) is not None
 
 
 def idf_weights(query: Iterable[str], documents: Sequence[set[str]]) -> dict[str, float]:

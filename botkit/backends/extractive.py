@@ -2,38 +2,71 @@
 
 This is what a fresh install answers with, so it aims to be a good support answer:
 
-- the best relevant passage is an FAQ → its answer, verbatim, cited;
-- an article → its few sentences most related to the question (a numbered or bulleted
-  list stays whole), in document order, cited; a second article adds its best
-  sentences when it is relevant too;
+- the leading passage is an FAQ → its answer, verbatim, cited;
+- an article → the part of it that answers: the whole section when the question names
+  the section's heading and the section is short, else its sentences most related to the
+  question (a numbered or bulleted list or a table stays whole; a sentence that opens a
+  list brings the list; one that starts with "it"/"this" brings the sentence before), in
+  document order, cited; a second article adds its sentences that are as relevant;
 - nothing relevant → it abstains, plainly, and offers a person.
 
-Relevance is lexical (the share of the question's IDF-weighted, lightly stemmed content
-words that a passage contains, ``min_overlap``) or semantic (the retriever's
-``vector_score`` at or above ``min_vector_score``). Document markup never comes out as
-HTML: tags are stripped and the output is plain text or Markdown.
+Relevance. A passage is relevant when it contains enough of the question's words
+(``min_overlap``: the share of the question's IDF-weighted, lightly stemmed content words;
+a misspelt word matches a word one edit away; CJK text counts character pairs) or is
+close enough in meaning (``min_vector_score``: the retriever's cosine similarity; a little
+lower when the word search found the passage too, so both rankings agree). Even then the
+answer abstains when the question names something (a capitalised name: a product, a
+company) that no retrieved passage mentions: the help centre is about something else.
+
+Which passage leads. The relevant passages are re-ranked by agreement (reciprocal rank
+fusion) of three rankings: the retriever's, by meaning (the better of the passage's and
+its heading's similarity to the question), and by words. An FAQ whose question restates
+the user's (similarity at least 0.8) leads regardless: it is a curated answer.
+
+Sentences are scored by meaning and words: with the knowledge base's embedding model (the
+one already loaded for retrieval) when the backend runs inside a bot, by words alone
+otherwise. A follow-up question is read with the previous user message in mind, exactly
+as retrieval reads it (:func:`knowledge.query.contextualize`), its own words weighing more.
+
+Document markup never comes out as HTML: tags are stripped and the output is plain text
+or Markdown.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from botkit.backends import _text
 from botkit.backends.base import Backend, Completion, Prompt, Usage
+from knowledge.query import contextualize
 from knowledge.types import Passage
 
 if TYPE_CHECKING:
     from botkit.config import BotConfig
 
+log = logging.getLogger(__name__)
+
 ABSTAIN_MESSAGE = (
     "I couldn't find that in our help centre. Would you like me to connect you with a person? "
     "Just say 'talk to a human'."
 )
-_RATIO = 0.6  # a sentence joins the answer when it scores at least this share of the best one
+_RATIO = 0.6  # lexical scoring: a sentence joins the answer when it scores at least this share of the best one
+_MARGIN = 0.08  # semantic scoring: ... when it scores within this of the best one
+_LEXICAL_WEIGHT = 0.5  # weight of word overlap next to cosine similarity in a sentence's score
+_CONTEXT_WEIGHT = 0.5
+_AGREEMENT = 0.05  # a passage both searches found may be this much less similar and still count as relevant
+_FAQ_MATCH = 0.8  # an FAQ whose question is this similar to the user's restates it: its answer leads  # weight of the words of the earlier message(s) of a follow-up
 _PROCEDURAL = {"how", "steps", "step", "set", "setup", "install", "configure", "change", "reset", "enable", "create"}
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"'(]\s*)([A-Z][a-z]+)")
+
+Embed = Callable[[Sequence[str]], Any]
 
 
 class ExtractiveOptions(BaseModel):
@@ -45,15 +78,55 @@ class ExtractiveOptions(BaseModel):
         0.34, ge=0.0, le=1.0, description="Share of the question's weighted words a passage must contain."
     )
     min_vector_score: float | None = Field(
-        0.5, ge=0.0, le=1.0,
+        0.45, ge=0.0, le=1.0,
         description="Vector similarity at which a passage counts as relevant without shared words; None: never.",
     )
-    candidates: int = Field(3, ge=1, le=20, description="Top retrieved passages considered.")
+    candidates: int = Field(5, ge=1, le=20, description="Top retrieved passages considered.")
     max_passages: int = Field(2, ge=1, le=5, description="Articles an answer may draw from.")
     max_sentences: int = Field(4, ge=1, le=20)
     max_chars: int = Field(600, ge=80, le=5000, description="Length budget of an article answer (a single list may run to 1.5x).")
+    semantic: bool = Field(
+        True, description="Score sentences with the knowledge base's embedding model too (inside a bot; words only otherwise).",
+    )
+    unknown_names_abstain: bool = Field(
+        True, description="Abstain when the question names something (a capitalised name) no retrieved passage mentions.",
+    )
     inline_citations: bool = Field(True, description="Append [n] markers to the text (``cited`` is always set).")
     abstain_message: str = ABSTAIN_MESSAGE
+
+
+@dataclass
+class _Query:
+    """The question as the backend scores it: weighted terms, the text to embed."""
+
+    terms: list[str]
+    weights: dict[str, float]
+    text: str
+    procedural: bool
+    own: str = ""  # the question alone, when ``text`` adds earlier messages
+
+    def coverage(self, words: set[str]) -> float:
+        """Share (0..1) of the query's weight whose terms occur in ``words`` (a typo counts).
+
+        CJK character pairs count by the share of the question's CJK characters that a
+        matching pair covers: pairs that straddle two words match nothing anywhere, and
+        weighting them like words would hide a good match.
+        """
+        total = sum(self.weights.values())
+        if not total:
+            return 0.0
+        found = 0.0
+        cjk_weight = 0.0
+        for term, weight in self.weights.items():
+            if _text.is_cjk(term):
+                cjk_weight += weight
+            elif term in words:
+                found += weight
+            elif len(term) >= 5 and any(_close(term, w) for w in words):
+                found += 0.8 * weight
+        if cjk_weight:
+            found += cjk_weight * _cjk_share(self.own or self.text, words)
+        return found / total
 
 
 class ExtractiveBackend(Backend):
@@ -65,34 +138,52 @@ class ExtractiveBackend(Backend):
     Options = ExtractiveOptions
     options: ExtractiveOptions
 
-    def __init__(self, *, model: str = "", options: BaseModel | None = None, config: BotConfig | None = None) -> None:
+    def __init__(
+        self, *, model: str = "", options: BaseModel | None = None, config: BotConfig | None = None,
+        embed: Embed | None = None,
+    ) -> None:
         super().__init__(model=model, options=options, config=config)
+        self._embed = embed
 
     async def generate(self, prompt: Prompt, *, timeout: float) -> Completion:
-        """Answer from the passages (pure CPU work, microseconds to milliseconds)."""
-        return self.answer(prompt.question, prompt.passages)
+        """Answer from the passages (CPU work: milliseconds; sentence embeddings a few tens of them)."""
+        history = [m.content for m in prompt.messages[:-1] if m.role == "user"]
+        if self._embedder() is None:
+            return self.answer(prompt.question, prompt.passages, history=history)
+        return await asyncio.to_thread(self.answer, prompt.question, prompt.passages, history=history)
 
-    def answer(self, question: str, passages: list[Passage]) -> Completion:
-        """The synchronous core of :meth:`generate`."""
+    def answer(self, question: str, passages: list[Passage], *, history: Sequence[str] = ()) -> Completion:
+        """The synchronous core of :meth:`generate` (``history``: earlier user messages, oldest first)."""
         opts = self.options
-        query = _text.terms(question)
         pool = passages[: opts.candidates]
-        bags = [set(_text.terms(f"{p.title} {p.section} {_text.strip_markup(p.text)}")) for p in passages]
-        weights = _text.idf_weights(query, bags or [set()])
-        relevant = [i for i, p in enumerate(pool) if self._relevant(p, _text.coverage(query, weights, bags[i]))]
         prompt_tokens = self.count_tokens(question) + sum(self.count_tokens(p.text) for p in pool)
-        if not relevant:
+        bags = [set(_text.terms(f"{p.title} {p.section} {_text.strip_markup(p.text)}")) for p in pool]
+        query = self._query(question, history, bags)
+        overlaps = [query.coverage(bag) for bag in bags]
+        relevant = [i for i, p in enumerate(pool) if self._relevant(p, overlaps[i])]
+        if not relevant or (opts.unknown_names_abstain and _unknown_names(question, pool)):
             return self._done(opts.abstain_message, prompt_tokens, (), abstained=True)
+        heads = [query.coverage(set(_text.terms(p.section))) if p.section else 0.0 for p in pool]
+        headings = self._heading_similarity(query, pool, relevant)
+        relevant = _agreement(relevant, [
+            {i: max(pool[i].vector_score or 0.0, headings.get(i, heads[i])) for i in relevant},
+            {i: overlaps[i] for i in relevant},
+        ])
+        faqs = [i for i in relevant if pool[i].kind == "faq" and (pool[i].vector_score or 0.0) >= _FAQ_MATCH]
+        if faqs:  # a curated answer to (nearly) this very question leads
+            relevant.remove(faqs[0])
+            relevant.insert(0, faqs[0])
         first = relevant[0]
         if pool[first].kind == "faq":
             return self._done(self._faq(pool[first], first + 1), prompt_tokens, (first + 1,))
-        procedural = bool(_PROCEDURAL & set(re.findall(r"[a-z]+", question.lower())))
         articles = [i for i in relevant if pool[i].kind != "faq"][: opts.max_passages]
         parts: list[tuple[int, str]] = []
         budget = opts.max_chars
-        best: float | None = None  # the lead article's best sentence score
+        best: float | None = None  # the lead article's best unit score
+        scorer = self._scorer(query)
         for index in articles:
-            excerpt, top = self._excerpt(pool[index], query, weights, budget, best=best, procedural=procedural)
+            whole = heads[index] >= 0.5 and best is None
+            excerpt, top = self._excerpt(pool[index], query, scorer, budget, best=best, whole=whole)
             best = top if best is None else best
             if excerpt:
                 parts.append((index + 1, excerpt))
@@ -104,8 +195,21 @@ class ExtractiveBackend(Backend):
         text = "\n\n".join(f"{body} [{n}]" if opts.inline_citations else body for n, body in parts)
         return self._done(text, prompt_tokens, tuple(n for n, _ in parts))
 
+    # -- relevance ---------------------------------------------------------------------
+    def _query(self, question: str, history: Sequence[str], bags: list[set[str]]) -> _Query:
+        own = _text.terms(question)
+        text = contextualize(question, history)
+        context = [t for t in _text.terms(text[: max(0, len(text) - len(question.strip()))]) if t not in own]
+        weights = _text.idf_weights(own + context, bags or [set()])
+        for term in set(context):
+            weights[term] *= _CONTEXT_WEIGHT
+        procedural = bool(_PROCEDURAL & set(re.findall(r"[a-z]+", question.lower())))
+        return _Query(own + context, weights, text, procedural, question.strip() if text != question.strip() else "")
+
     def _relevant(self, passage: Passage, overlap: float) -> bool:
         floor = self.options.min_vector_score
+        if floor is not None and passage.lexical_rank is not None:
+            floor -= _AGREEMENT  # the word search found it too: the two rankings agree
         return overlap >= self.options.min_overlap or (
             floor is not None and passage.vector_score is not None and passage.vector_score >= floor
         )
@@ -116,58 +220,204 @@ class ExtractiveBackend(Backend):
         text = _text.strip_markup(text)
         return f"{text} [{number}]" if self.options.inline_citations else text
 
+    # -- sentence selection ------------------------------------------------------------
+    def _embedder(self) -> Embed | None:
+        if self._embed is not None or not self.options.semantic or self.config is None:
+            return self._embed
+        try:
+            from knowledge.embeddings import embedder_for
+
+            self._embed = embedder_for(self.config.knowledge).embed
+        except Exception as exc:  # noqa: BLE001 - sentence scoring falls back to words, the answer still comes
+            log.warning("extractive: no embedding model for sentence scoring (%s); scoring by words only", exc)
+            self.options = self.options.model_copy(update={"semantic": False})
+        return self._embed
+
+    def _heading_similarity(self, query: _Query, pool: list[Passage], indexes: list[int]) -> dict[int, float]:
+        """Cosine similarity of the question to each passage's heading: an FAQ's question,
+        an article's title and section. A question that restates a heading is answered there."""
+        embed = self._embedder()
+        if embed is None or len(indexes) < 2:
+            return {}
+        texts = [_heading(pool[i]) for i in indexes]
+        try:
+            vectors = embed([query.text, *texts])
+        except Exception as exc:  # noqa: BLE001 - ranking falls back to words
+            log.warning("extractive: heading embedding failed (%s)", exc)
+            return {}
+        return {i: float(v) for i, v in zip(indexes, vectors[1:] @ vectors[0], strict=True)}
+
+    def _scorer(self, query: _Query) -> _Scorer:
+        embed = self._embedder()
+        return _Scorer(query, embed)
+
     def _excerpt(
-        self, passage: Passage, query: list[str], weights: dict[str, float], budget: int, *,
-        best: float | None, procedural: bool,
+        self, passage: Passage, query: _Query, scorer: _Scorer, budget: int, *, best: float | None, whole: bool,
     ) -> tuple[str, float]:
         """The best units of ``passage`` within ``budget`` characters, in document order,
         and the best unit's score.
 
-        Units scoring under ``_RATIO`` times the best (``best``: the lead article's best
-        score, for a supporting article) are left out, so an answer stays on the point.
+        ``whole``: the question names this passage's section, so the section is the answer
+        when it fits. Units scoring clearly under the best one (``best``: the lead article's
+        best score, for a supporting article) are left out, so an answer stays on the point.
         """
         units = _text.segment(_text.strip_markup(passage.text))
         if not units:
             return "", 0.0
-        total = len(units)
-
-        def score(unit: _text.Unit) -> float:
-            value = _text.coverage(query, weights, unit.words)
-            if value and unit.is_list and procedural:
-                value += 0.15
-            return value + 0.05 * (1 - unit.order / total) if value else 0.0
-
-        ranked = sorted(units, key=score, reverse=True)
-        top = score(ranked[0])
-        floor = _RATIO * (top if best is None else best)
-        if top == 0.0:
+        if whole and sum(len(u.text) + 1 for u in units) <= budget:
+            return _join(units), 1.0
+        scores = scorer.score(units)
+        ranked = sorted(units, key=lambda u: scores[u.order], reverse=True)
+        top = scores[ranked[0].order]
+        floor = scorer.floor(top if best is None else best, lead=best is None)
+        if top <= 0.0:
             if best is not None:
                 return "", 0.0
-            ranked, floor = units, -1.0  # related by meaning only: the passage's lead answers best
+            ranked, floor = units, float("-inf")  # related by meaning only: the passage's lead answers best
         elif top < floor:
             return "", top
         chosen: list[_text.Unit] = []
+        taken: set[int] = set()
         used = 0
         limit = self.options.max_sentences
+
+        def add(unit: _text.Unit) -> None:
+            nonlocal used
+            chosen.append(unit)
+            taken.add(unit.order)
+            used += len(unit.text) + 1
+
         for unit in ranked:
-            if chosen and (score(unit) < floor or len(chosen) >= limit):
+            if chosen and (scores[unit.order] < floor or len(taken) >= limit):
                 break
+            if unit.order in taken:
+                continue
             cost = len(unit.text) + 1
             if chosen and used + cost > budget:
                 continue
             if not chosen and unit.is_list and cost > budget * 1.5:
                 unit = _trim_list(unit, int(budget * 1.5))
-            chosen.append(unit)
-            used += len(unit.text) + 1
+            add(unit)
+            following = units[unit.order + 1] if unit.order + 1 < len(units) else None
+            if unit.text.endswith(":") and following is not None and following.order not in taken:
+                if following.is_list and len(following.text) > budget - used:
+                    following = _trim_list(following, max(80, budget - used))
+                if used + len(following.text) <= budget * 1.5:
+                    add(following)  # a sentence that opens a list or a table brings it
             previous = units[unit.order - 1] if unit.order else None
-            if unit.anaphoric and previous is not None and previous not in chosen and used + len(previous.text) <= budget:
-                chosen.append(previous)
-                used += len(previous.text) + 1
+            if unit.anaphoric and previous is not None and previous.order not in taken and used + len(previous.text) <= budget:
+                add(previous)
         chosen.sort(key=lambda u: u.order)
         return _join(chosen), top
 
     def _done(self, text: str, prompt_tokens: int, cited: tuple[int, ...], *, abstained: bool = False) -> Completion:
         return Completion(text, Usage(prompt_tokens, self.count_tokens(text)), self.spec, abstained=abstained, cited=cited)
+
+
+class _Scorer:
+    """Scores a passage's units against the query: cosine similarity plus word overlap
+    when an embedding model is at hand, word overlap (with small list/position terms) else."""
+
+    def __init__(self, query: _Query, embed: Embed | None) -> None:
+        self.query = query
+        self.embed = embed
+        self._vector: Any = None
+
+    def score(self, units: list[_text.Unit]) -> list[float]:
+        lexical = [self.query.coverage(u.words) for u in units]
+        total = len(units)
+        if self.embed is not None:
+            try:
+                queries = [self.query.text, self.query.own] if self.query.own else [self.query.text]
+                vectors = self.embed([*queries, *(u.text for u in units)])
+            except Exception as exc:  # noqa: BLE001 - fall back to words for this answer
+                log.warning("extractive: sentence embedding failed (%s); scoring by words only", exc)
+                self.embed = None
+            else:
+                # a follow-up: the mean of the similarities to the question with and without its context
+                sims = (vectors[len(queries):] @ vectors[: len(queries)].T).mean(axis=1)
+                return [
+                    float(s) + _LEXICAL_WEIGHT * lex + (0.1 if unit.is_list and self.query.procedural else 0.0)
+                    for s, lex, unit in zip(sims, lexical, units, strict=True)
+                ]
+        scores = []
+        for unit, value in zip(units, lexical, strict=True):
+            if value and unit.is_list and self.query.procedural:
+                value += 0.15
+            scores.append(value + 0.05 * (1 - unit.order / total) if value else 0.0)
+        return scores
+
+    def floor(self, best: float, *, lead: bool = True) -> float:
+        """The score a unit needs to join an answer whose best unit scores ``best``
+        (``lead``: of the lead article; a supporting article's units must be as good)."""
+        if self.embed is None:
+            return _RATIO * best
+        return best - _MARGIN if lead else best - _MARGIN / 4
+
+
+def _heading(passage: Passage) -> str:
+    if passage.kind == "faq" or not passage.section:
+        return passage.title
+    return passage.section if passage.section.startswith(passage.title) else f"{passage.title}: {passage.section}"
+
+
+def _cjk_share(text: str, words: set[str]) -> float:
+    """Share of the CJK characters of ``text`` inside a character pair found in ``words``."""
+    total = covered = 0
+    for run in _text.cjk_runs(text):
+        marks = [False] * len(run)
+        for i in range(len(run) - 1):
+            if run[i : i + 2] in words:
+                marks[i] = marks[i + 1] = True
+        total += len(run)
+        covered += sum(marks)
+    return covered / total if total else 0.0
+
+
+def _agreement(order: list[int], signals: list[dict[int, float]], k: float = 3.0) -> list[int]:
+    """``order`` (the retriever's ranking) re-ranked by reciprocal rank fusion with the
+    rankings by each signal: a passage that every signal puts near the top leads."""
+    fused = {i: 1.0 / (k + rank) for rank, i in enumerate(order)}
+    for signal in signals:
+        for rank, i in enumerate(sorted(order, key=lambda j: -signal[j])):
+            fused[i] += 1.0 / (k + rank)
+    return sorted(order, key=lambda i: -fused[i])
+
+
+def _unknown_names(question: str, passages: Sequence[Passage]) -> list[str]:
+    """Capitalised names inside the question (not a sentence's first word) that no passage mentions."""
+    starts = {m.start(1) for m in _SENTENCE_START.finditer(question)}
+    names = {m.group(0) for m in re.finditer(r"\b[A-Z][a-z]{2,}\w*", question) if m.start() not in starts}
+    if not names:
+        return []
+    words = set()
+    for p in passages:
+        words.update(w.casefold() for w in re.findall(r"\w+", f"{p.title} {p.section} {p.text}"))
+    unknown = []
+    for name in sorted(names):
+        key = name.casefold()
+        if key in words or key.rstrip("s") in words or (len(key) >= 5 and any(_close(key, w) for w in words)):
+            continue
+        unknown.append(name)
+    return unknown
+
+
+def _close(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` are one edit apart (insert, delete, substitute, swap)."""
+    if a == b:
+        return True
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1 or min(la, lb) < 3 or a[0] != b[0] and a[1:2] != b[1:2]:
+        return False
+    if la == lb:
+        diff = [i for i in range(la) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    if la > lb:
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i:] == b[i + 1 :]
 
 
 def _trim_list(unit: _text.Unit, limit: int) -> _text.Unit:
@@ -186,6 +436,8 @@ def _join(units: list[_text.Unit]) -> str:
             out = unit.text
         elif unit.is_list or units[index - 1].is_list or unit.paragraph != units[index - 1].paragraph:
             out += "\n\n" + unit.text
+        elif _text.is_cjk(out[-1:]):
+            out += unit.text
         else:
             out += " " + unit.text
     return out

@@ -131,3 +131,93 @@ def test_options_forbid_unknown_keys() -> None:
 def test_capabilities() -> None:
     assert ExtractiveBackend.needs_llm_prompt is False
     assert ExtractiveBackend.needs_network is False
+
+
+SSO_SECTION = """Orbitly works with any SAML 2.0 identity provider. We have step-by-step guides for:
+
+- Okta
+- Microsoft Entra ID
+- Google Workspace
+"""
+
+
+def test_a_question_naming_a_section_gets_the_whole_short_section() -> None:
+    passage = Passage("s1", "sso.md", "Single sign-on", "Supported identity providers", SSO_SECTION, 0.6)
+    text = ask("Which identity providers are supported?", [passage]).text  # type: ignore[attr-defined]
+    assert "- Okta" in text and "- Google Workspace" in text and "SAML 2.0" in text
+
+
+def test_a_sentence_that_opens_a_list_brings_the_list() -> None:
+    passage = article(
+        "Webhooks notify your server about changes. You can subscribe to these events:\n\n"
+        "- task.created\n- task.completed\n- comment.created\n\nEach request is signed.", vector_score=0.6
+    )
+    text = ask("Which events can I subscribe to?", [passage]).text  # type: ignore[attr-defined]
+    assert "- task.created" in text and "- comment.created" in text
+
+
+def test_an_faq_restating_the_question_leads_even_when_ranked_lower() -> None:
+    faq = Passage("f1", "faq.csv#failed", "What happens if my payment fails?", "",
+                  "Q: What happens if my payment fails?\nA: We retry 3 times, then move you to the Free plan.", 0.9,
+                  kind="faq", vector_score=0.9)
+    reasons = article("Payments fail when a card has expired or has no funds left for the payment.", vector_score=0.65)
+    completion = ask("What happens if my card payment fails?", [reasons, faq])
+    assert completion.text == "We retry 3 times, then move you to the Free plan. [2]"  # type: ignore[attr-defined]
+
+
+def test_a_name_no_passage_mentions_abstains() -> None:
+    pricing = article("Pro costs $12 per user per month. Business costs $24 per user per month.", vector_score=0.55)
+    assert ask("How much does Asana Premium cost per user?", [pricing]).abstained  # type: ignore[attr-defined]
+    assert not ask("How much does Pro cost per user?", [pricing]).abstained  # type: ignore[attr-defined]
+    assert not ask("Pricing: how much does it cost per user?", [pricing]).abstained  # type: ignore[attr-defined]
+    assert not ask("How much does Asana cost?", [pricing], unknown_names_abstain=False).abstained  # type: ignore[attr-defined]
+
+
+def test_a_misspelt_word_matches_a_word_one_edit_away() -> None:
+    text = ask("how do i change my pasword", [article(ARTICLE_SHIPPING), article(ARTICLE_PASSWORD, 2)]).text  # type: ignore[attr-defined]
+    assert "Forgot password" in text and "[2]" in text
+
+
+def test_chinese_questions_match_by_character_pairs() -> None:
+    zh = article("所有价格均以美元计价。每个新建的工作区都可以免费试用商业版 14 天，无需绑定信用卡。试用结束后工作区会自动转为免费版。")
+    completion = ask("免费试用有多长时间？", [zh])
+    assert not completion.abstained  # type: ignore[attr-defined]
+    assert completion.text.startswith("每个新建的工作区都可以免费试用商业版 14 天")  # type: ignore[attr-defined]
+    assert "美元" not in completion.text  # type: ignore[attr-defined]
+
+
+def test_sentences_are_scored_by_meaning_with_an_embedding_model() -> None:
+    import numpy as np
+
+    topics = {"parcel": 0, "tracking": 0, "where": 0, "ship": 1, "canada": 1, "express": 2, "costs": 2}
+
+    def embed(texts: list[str]) -> np.ndarray:  # a toy model: one dimension per topic
+        vectors = np.full((len(texts), 4), 0.05, dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word, dim in topics.items():
+                if word in text.lower():
+                    vectors[row, dim] += 1.0
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    backend = ExtractiveBackend(embed=embed)
+    completion = backend.answer("Where is my parcel?", [article(ARTICLE_SHIPPING, vector_score=0.6)])
+    assert completion.text.startswith("Tracking numbers are emailed")  # no shared content word: by meaning
+    assert "Express" not in completion.text
+
+
+def test_a_follow_up_is_answered_with_the_earlier_question_in_mind() -> None:
+    passage = article(ARTICLE_SHIPPING, vector_score=0.6)
+    completion = ask_with_history("and how much is the express option?", ["How fast is shipping?"], [passage])
+    assert "$15" in completion.text
+
+
+async def test_generate_reads_earlier_user_messages_from_the_prompt() -> None:
+    messages = [ChatMessage("system", "rules"), ChatMessage("user", "How fast is shipping?"),
+                ChatMessage("assistant", "3-5 business days."), ChatMessage("user", "and express?")]
+    prompt = Prompt(messages, "and express?", [article(ARTICLE_SHIPPING, vector_score=0.6)])
+    completion = await ExtractiveBackend().generate(prompt, timeout=1)
+    assert "Express shipping costs $15" in completion.text and not completion.abstained
+
+
+def ask_with_history(question: str, history: list[str], passages: list[Passage]) -> object:
+    return ExtractiveBackend().answer(question, passages, history=history)

@@ -37,6 +37,7 @@ from slack_bolt.response import BoltResponse
 
 from botkit.bot import Bot
 from botkit.errors import BotkitError, StoreError
+from botkit.store.base import ConversationStore
 
 log = logging.getLogger("botkit.slack")
 
@@ -45,6 +46,8 @@ DEFAULT_SWEEP_INTERVAL_S = 60.0
 MAX_RECOVERY_AGE_S = 3600.0  # older unfinished events are marked failed, not answered an hour late
 DEFAULT_MAX_CONCURRENT = 8  # answers generated at once per worker (slack.max_concurrent_answers)
 START_MARGIN_S = 5.0  # an event starts this long before its turn deadline could pass grace_s (Slack calls)
+CLAIM_CONNECTIONS = 4  # claims written at once on a database server (connections of their own)
+SQLITE_CLAIM_THREADS = 2  # ... on a SQLite file (one writer at a time: more threads only wait for its lock)
 DEFAULT_MAX_QUEUED = 1000  # claimed events waiting in memory; beyond that they wait for recovery
 
 Wants = Callable[[dict[str, Any], "str | None"], bool]
@@ -93,6 +96,10 @@ class EventDelivery:
         self._workers: list[asyncio.Task[None]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._claims: ConversationStore | None = None  # see _claim_store()
+        self._own_claims: ConversationStore | None = None
+        self._claims_opening = asyncio.Lock()
+        self._claim_slots = asyncio.Semaphore(CLAIM_CONNECTIONS)  # SQLITE_CLAIM_THREADS on SQLite, see _claim_store()
         self.middleware: AsyncMiddleware = _ClaimMiddleware(self)
 
     @property
@@ -117,8 +124,9 @@ class EventDelivery:
         if not isinstance(event_id, str) or not self._wants(body, bot_user_id):
             return 200  # nothing to answer: ack and drop
         try:
-            await self.bot.start()
-            claimed = await self.bot.store.claim_event(channel=CHANNEL, event_id=event_id, payload=body)
+            claims = self._claims or await self._claim_store()
+            async with self._claim_slots:
+                claimed = await claims.claim_event(channel=CHANNEL, event_id=event_id, payload=body)
         except StoreError as exc:
             log.warning("slack event %s not claimed (%s): answering 503 so that Slack retries", event_id, exc)
             return 503
@@ -190,6 +198,10 @@ class EventDelivery:
     async def start(self) -> None:
         """Start the workers and the recovery sweep (now, then every ``sweep_interval_s``)."""
         self._closing = False
+        try:
+            await self._claim_store()
+        except StoreError as exc:  # the first event tries again (answered 503 until then)
+            log.warning("slack: cannot open the store for event claims yet: %s", exc)
         self._start_workers()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(), name="botkit-slack-recovery")
@@ -215,6 +227,9 @@ class EventDelivery:
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        own, self._own_claims, self._claims = self._own_claims, None, None
+        if own is not None:
+            await own.close()
 
     async def idle(self, timeout: float) -> bool:
         """Wait until no event is queued or being processed (tests, benchmarks); ``False`` on timeout."""
@@ -226,6 +241,30 @@ class EventDelivery:
             else:
                 await asyncio.sleep(0.01)
         return not (self._held or self._tasks)
+
+    async def _claim_store(self) -> ConversationStore:
+        """Where claims are written: when the bot's store is the SQL store of its
+        ``database_url``, a second one on the same database with a pool of its own
+        (:data:`CLAIM_CONNECTIONS` connections, or :data:`SQLITE_CLAIM_THREADS` threads),
+        so that an ack never waits for a connection or a thread behind the answers'
+        database work; otherwise the bot's store."""
+        async with self._claims_opening:
+            if self._claims is not None:
+                return self._claims
+            await self.bot.start()
+            store = self.bot.store
+            from botkit.store import SQLConversationStore
+            from botkit.store.urls import is_sqlite, normalize_database_url
+
+            url = self.bot.config.resolved_database_url
+            if isinstance(store, SQLConversationStore) and store.url == normalize_database_url(url):
+                own = SQLConversationStore(url, migrate=False, max_connections=CLAIM_CONNECTIONS)
+                await own.open()  # the bot's store already migrated the schema
+                self._own_claims = store = own
+                if is_sqlite(own.url):
+                    self._claim_slots = asyncio.Semaphore(SQLITE_CLAIM_THREADS)
+            self._claims = store
+            return store
 
     def _start_workers(self) -> None:
         self._workers = [worker for worker in self._workers if not worker.done()]

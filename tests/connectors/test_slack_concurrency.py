@@ -147,3 +147,23 @@ def test_max_concurrent_answers_is_a_slack_setting(tmp_path: Path) -> None:
     (tmp_path / "bot.yaml").write_text("slack:\n  max_concurrent_answers: 0\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="max_concurrent_answers"):
         load_config(tmp_path, {})
+
+
+async def test_an_ack_does_not_wait_for_the_answers_database_threads(tmp_path: Path, kit: Any) -> None:
+    from botkit.store.units import SQLITE_WORKERS
+
+    async with slack_harness(tmp_path / "bot", kit.serve) as slack:
+        store: Any = slack.bot.store
+
+        def busy(connection: Any) -> None:  # an answer's long unit of work (a read: no lock held)
+            time.sleep(1.5)
+
+        # Every thread of the bot's store is taken by answer work for 1.5 s.
+        blocking = [asyncio.create_task(store._run("keep a thread busy", busy)) for _ in range(SQLITE_WORKERS)]
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        response = await slack.event(mention("CBUSY", "quick ack?", ts="1700000400.000100"), event_id="EvBusy")
+        ack_s = time.perf_counter() - started
+        assert response.status_code == 200 and ack_s < 1.0, ack_s  # the claim has threads of its own
+        await asyncio.gather(*blocking)
+        await slack.stub.wait_for(lambda _: answers(slack, "CBUSY") == ["[scripted] quick ack?"], timeout=15)

@@ -174,10 +174,8 @@ class Retriever:
         # 2. The relevance floor: the question is answerable when its best passage reaches the
         #    threshold; the passages ranked with it then need only reach the passage threshold.
         identifiers = identifiers_of(query_text) if lexical_ranks else set()
-        read: dict[str, StoredChunk] = {}
         if mode == "lexical" and order:  # no vector search: the similarities come from the stored vectors
-            read = {c.id: c for c in self.store.get(order, with_embeddings=True)}
-            vector_sims = {cid: _similarity(vector, c) for cid, c in read.items()}
+            vector_sims = {cid: float(np.dot(vector, e)) for cid, e in self.store.embeddings(order).items()}
         best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
         floor = relevance_floor(best, threshold, passage_threshold)
 
@@ -192,10 +190,8 @@ class Retriever:
                 cid for cid in order[start : start + k]
                 if cid in lexical_ranks or vector_sims.get(cid, 0.0) >= floor  # skip reads that cannot pass
             ]
-            unread = [cid for cid in page if cid not in read]
-            need_vectors = any(cid not in vector_sims for cid in unread)
-            read.update((c.id, c) for c in self.store.get(unread, with_embeddings=need_vectors))
-            for chunk in (read[cid] for cid in page if cid in read):
+            need_vectors = any(cid not in vector_sims for cid in page)
+            for chunk in self.store.get(page, with_embeddings=need_vectors):
                 similarity = vector_sims.get(chunk.id)
                 if similarity is None:
                     similarity = _similarity(vector, chunk)

@@ -193,6 +193,17 @@ class VectorStore:
         }
         return [by_id[cid] for cid in ids if cid in by_id]
 
+    def embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these ids (missing ids are skipped); cheaper than :meth:`get`."""
+        if not ids:
+            return {}
+        with _chroma_errors("read vectors"):
+            result = self._collection.get(ids=list(ids), include=["embeddings"])
+        vectors = result.get("embeddings")
+        if vectors is None:
+            return {}
+        return {cid: np.asarray(vectors[i], dtype=np.float32) for i, cid in enumerate(result["ids"])}
+
     def query(
         self, vector: np.ndarray, *, k: int, where: Mapping[str, Any] | None = None, with_data: bool = True
     ) -> list[StoredChunk]:

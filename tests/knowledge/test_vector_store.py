@@ -45,6 +45,9 @@ def _exercise(store: VectorStore) -> None:
     got = store.get(["id-4", "missing", "id-1"], with_embeddings=True)
     assert [g.id for g in got] == ["id-4", "id-1"]
     assert np.allclose(got[0].embedding, vectors[4], atol=1e-5)
+    only_vectors = store.embeddings(["id-4", "missing", "id-1"])
+    assert set(only_vectors) == {"id-4", "id-1"} and np.allclose(only_vectors["id-1"], vectors[1], atol=1e-5)
+    assert store.embeddings([]) == {}
 
     store.upsert([_chunk(1)], vectors[:1])  # upsert replaces
     assert store.count() == 6

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,6 +64,7 @@ _MARGIN = 0.08  # semantic scoring: ... when it scores within this of the best o
 _LEXICAL_WEIGHT = 0.5  # weight of word overlap next to cosine similarity in a sentence's score
 _CONTEXT_WEIGHT = 0.5
 _AGREEMENT = 0.05  # a passage both searches found may be this much less similar and still count as relevant
+_EMBED_CHARS = 240  # characters of a sentence or list the embedding model reads
 _FAQ_MATCH = 0.8  # an FAQ whose question is this similar to the user's restates it: its answer leads  # weight of the words of the earlier message(s) of a follow-up
 _PROCEDURAL = {"how", "steps", "step", "set", "setup", "install", "configure", "change", "reset", "enable", "create"}
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"'(]\s*)([A-Z][a-z]+)")
@@ -144,6 +147,7 @@ class ExtractiveBackend(Backend):
     ) -> None:
         super().__init__(model=model, options=options, config=config)
         self._embed = embed
+        self._vectors = _VectorCache()
 
     async def generate(self, prompt: Prompt, *, timeout: float) -> Completion:
         """Answer from the passages (CPU work: milliseconds; sentence embeddings a few tens of them)."""
@@ -164,7 +168,8 @@ class ExtractiveBackend(Backend):
         if not relevant or (opts.unknown_names_abstain and _unknown_names(question, pool)):
             return self._done(opts.abstain_message, prompt_tokens, (), abstained=True)
         heads = [query.coverage(set(_text.terms(p.section))) if p.section else 0.0 for p in pool]
-        headings = self._heading_similarity(query, pool, relevant)
+        scorer = _Scorer(query, self._embedder(), self._vectors)
+        headings = scorer.headings(pool, relevant)
         relevant = _agreement(relevant, [
             {i: max(pool[i].vector_score or 0.0, headings.get(i, heads[i])) for i in relevant},
             {i: overlaps[i] for i in relevant},
@@ -180,7 +185,6 @@ class ExtractiveBackend(Backend):
         parts: list[tuple[int, str]] = []
         budget = opts.max_chars
         best: float | None = None  # the lead article's best unit score
-        scorer = self._scorer(query)
         for index in articles:
             whole = heads[index] >= 0.5 and best is None
             excerpt, top = self._excerpt(pool[index], query, scorer, budget, best=best, whole=whole)
@@ -232,24 +236,6 @@ class ExtractiveBackend(Backend):
             log.warning("extractive: no embedding model for sentence scoring (%s); scoring by words only", exc)
             self.options = self.options.model_copy(update={"semantic": False})
         return self._embed
-
-    def _heading_similarity(self, query: _Query, pool: list[Passage], indexes: list[int]) -> dict[int, float]:
-        """Cosine similarity of the question to each passage's heading: an FAQ's question,
-        an article's title and section. A question that restates a heading is answered there."""
-        embed = self._embedder()
-        if embed is None or len(indexes) < 2:
-            return {}
-        texts = [_heading(pool[i]) for i in indexes]
-        try:
-            vectors = embed([query.text, *texts])
-        except Exception as exc:  # noqa: BLE001 - ranking falls back to words
-            log.warning("extractive: heading embedding failed (%s)", exc)
-            return {}
-        return {i: float(v) for i, v in zip(indexes, vectors[1:] @ vectors[0], strict=True)}
-
-    def _scorer(self, query: _Query) -> _Scorer:
-        embed = self._embedder()
-        return _Scorer(query, embed)
 
     def _excerpt(
         self, passage: Passage, query: _Query, scorer: _Scorer, budget: int, *, best: float | None, whole: bool,
@@ -314,32 +300,80 @@ class ExtractiveBackend(Backend):
         return Completion(text, Usage(prompt_tokens, self.count_tokens(text)), self.spec, abstained=abstained, cited=cited)
 
 
+class _VectorCache:
+    """Embeddings of recently scored sentences: popular articles come back question after
+    question, and their sentences need embedding once. Thread-safe, bounded (LRU)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def vectors(self, texts: list[str], embed: Embed) -> Any:
+        import numpy as np
+
+        with self._lock:
+            found = {t: self._items[t] for t in texts if t in self._items}
+            for text in found:
+                self._items.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            new = embed(missing)
+            with self._lock:
+                for text, vector in zip(missing, new, strict=True):
+                    found[text] = vector
+                    self._items[text] = vector
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return np.stack([found[t] for t in texts])
+
+
 class _Scorer:
     """Scores a passage's units against the query: cosine similarity plus word overlap
     when an embedding model is at hand, word overlap (with small list/position terms) else."""
 
-    def __init__(self, query: _Query, embed: Embed | None) -> None:
+    def __init__(self, query: _Query, embed: Embed | None, cache: _VectorCache | None = None) -> None:
         self.query = query
         self.embed = embed
-        self._vector: Any = None
+        self.cache = cache or _VectorCache()
+        self._queries: Any = None
+
+    def similarities(self, texts: list[str]) -> Any:
+        """Cosine similarity of each text to the question (``None`` without a model).
+
+        A follow-up counts the mean of its similarities with and without its context.
+        Texts are cut to :data:`_EMBED_CHARS` characters: a sentence's meaning is in its
+        start, and long lists would make every call slow.
+        """
+        if self.embed is None or not texts:
+            return None
+        try:
+            if self._queries is None:
+                self._queries = self.embed([self.query.text, self.query.own] if self.query.own else [self.query.text])
+            vectors = self.cache.vectors([t[:_EMBED_CHARS] for t in texts], self.embed)
+        except Exception as exc:  # noqa: BLE001 - fall back to words for this answer
+            log.warning("extractive: sentence embedding failed (%s); scoring by words only", exc)
+            self.embed = None
+            return None
+        return (vectors @ self._queries.T).mean(axis=1)
+
+    def headings(self, pool: list[Passage], indexes: list[int]) -> dict[int, float]:
+        """Similarity of the question to each passage's heading: an FAQ's question, an
+        article's title and section. A question that restates a heading is answered there."""
+        if len(indexes) < 2:
+            return {}
+        sims = self.similarities([_heading(pool[i]) for i in indexes])
+        return {} if sims is None else {i: float(v) for i, v in zip(indexes, sims, strict=True)}
 
     def score(self, units: list[_text.Unit]) -> list[float]:
         lexical = [self.query.coverage(u.words) for u in units]
         total = len(units)
-        if self.embed is not None:
-            try:
-                queries = [self.query.text, self.query.own] if self.query.own else [self.query.text]
-                vectors = self.embed([*queries, *(u.text for u in units)])
-            except Exception as exc:  # noqa: BLE001 - fall back to words for this answer
-                log.warning("extractive: sentence embedding failed (%s); scoring by words only", exc)
-                self.embed = None
-            else:
-                # a follow-up: the mean of the similarities to the question with and without its context
-                sims = (vectors[len(queries):] @ vectors[: len(queries)].T).mean(axis=1)
-                return [
-                    float(s) + _LEXICAL_WEIGHT * lex + (0.1 if unit.is_list and self.query.procedural else 0.0)
-                    for s, lex, unit in zip(sims, lexical, units, strict=True)
-                ]
+        sims = self.similarities([u.text for u in units])
+        if sims is not None:
+            return [
+                float(s) + _LEXICAL_WEIGHT * lex + (0.1 if unit.is_list and self.query.procedural else 0.0)
+                for s, lex, unit in zip(sims, lexical, units, strict=True)
+            ]
         scores = []
         for unit, value in zip(units, lexical, strict=True):
             if value and unit.is_list and self.query.procedural:

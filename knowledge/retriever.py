@@ -179,17 +179,15 @@ class Retriever:
         best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
         floor = relevance_floor(best, threshold, passage_threshold)
 
-        # 3. Walk the order a page of k at a time: floor, deduplication, k passages. Passages that
+        # 3. Walk the order a page at a time: floor, deduplication, k passages. Passages that
         #    reach the threshold (or quote an identifier) keep the mode's order; those that only
         #    reach the passage threshold come after them, so they never push a confident one down.
         passages: list[Passage] = []
         companions: list[Passage] = []
         seen: set[str] = set()
-        for start in range(0, len(order), k):
-            page = [
-                cid for cid in order[start : start + k]
-                if cid in lexical_ranks or vector_sims.get(cid, 0.0) >= floor  # skip reads that cannot pass
-            ]
+        position = 0
+        while position < len(order) and len(passages) < k:
+            page, position = _page(order, position, k - len(passages), vector_sims, lexical_ranks, threshold, floor)
             need_vectors = any(cid not in vector_sims for cid in page)
             for chunk in self.store.get(page, with_embeddings=need_vectors):
                 similarity = vector_sims.get(chunk.id)
@@ -246,6 +244,31 @@ class Retriever:
         if not clauses:
             return {}
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _page(
+    order: Sequence[str], position: int, need: int, vector_sims: Mapping[str, float], lexical_ranks: Mapping[str, int],
+    threshold: float, floor: float,
+) -> tuple[list[str], int]:
+    """The next ids to read from ``order[position:]`` and the position after them.
+
+    Ids whose similarity is known to be under ``floor`` are skipped (unless the lexical search
+    found them: they may quote an identifier). The page ends once it holds ``need`` ids known
+    to reach ``threshold``: usually one read serves the whole search, lexical-only ids (whose
+    similarity is known once read) included.
+    """
+    page: list[str] = []
+    sure = 0
+    while position < len(order) and sure < need:
+        cid = order[position]
+        position += 1
+        similarity = vector_sims.get(cid)
+        if similarity is not None and similarity >= threshold:
+            sure += 1
+        elif cid not in lexical_ranks and (similarity is None or similarity < floor):
+            continue
+        page.append(cid)
+    return page, position
 
 
 def relevance_floor(best: float, threshold: float, passage_threshold: float) -> float:

@@ -167,12 +167,13 @@ class ExtractiveBackend(Backend):
         relevant = [i for i, p in enumerate(pool) if self._relevant(p, overlaps[i])]
         if not relevant or (opts.unknown_names_abstain and _unknown_names(question, pool)):
             return self._done(opts.abstain_message, prompt_tokens, (), abstained=True)
-        heads = [query.coverage(set(_text.terms(p.section))) if p.section else 0.0 for p in pool]
+        heads = [query.coverage(set(_text.terms(_leaf(p.section)))) if p.section else 0.0 for p in pool]
         scorer = _Scorer(query, self._embedder(), self._vectors)
         headings = scorer.headings(pool, relevant)
         relevant = _agreement(relevant, [
             {i: max(pool[i].vector_score or 0.0, headings.get(i, heads[i])) for i in relevant},
             {i: overlaps[i] for i in relevant},
+            {i: heads[i] for i in relevant},
         ])
         faqs = [i for i in relevant if pool[i].kind == "faq" and (pool[i].vector_score or 0.0) >= _FAQ_MATCH]
         if faqs:  # a curated answer to (nearly) this very question leads
@@ -389,6 +390,11 @@ class _Scorer:
         return best - _MARGIN if lead else best - _MARGIN / 4
 
 
+def _leaf(section: str) -> str:
+    """The innermost heading of a section path such as ``Billing > Refunds``."""
+    return section.rsplit(" > ", 1)[-1]
+
+
 def _heading(passage: Passage) -> str:
     if passage.kind == "faq" or not passage.section:
         return passage.title
@@ -413,8 +419,8 @@ def _agreement(order: list[int], signals: list[dict[int, float]], k: float = 3.0
     rankings by each signal: a passage that every signal puts near the top leads."""
     fused = {i: 1.0 / (k + rank) for rank, i in enumerate(order)}
     for signal in signals:
-        for rank, i in enumerate(sorted(order, key=lambda j: -signal[j])):
-            fused[i] += 1.0 / (k + rank)
+        for i in order:  # equal values share a rank
+            fused[i] += 1.0 / (k + sum(1 for j in order if signal[j] > signal[i] + 1e-9))
     return sorted(order, key=lambda i: -fused[i])
 
 

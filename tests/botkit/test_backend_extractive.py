@@ -221,3 +221,14 @@ async def test_generate_reads_earlier_user_messages_from_the_prompt() -> None:
 
 def ask_with_history(question: str, history: list[str], passages: list[Passage]) -> object:
     return ExtractiveBackend().answer(question, passages, history=history)
+
+
+def test_the_section_whose_own_heading_matches_leads() -> None:
+    rules = Passage("p1", "pw.md", "Passwords", "Forgotten password > Password rules",
+                    "Passwords need at least 10 characters and cannot reuse your last 5 passwords.", 0.5, vector_score=0.47)
+    reset = Passage("p2", "pw.md", "Passwords", "Forgotten password",
+                    "Click Forgot password on the sign-in page; the link we email is valid for 60 minutes.", 0.4,
+                    vector_score=0.4)
+    completion = ask("I have forgotten my password", [rules, reset])
+    assert completion.text.startswith("Click Forgot password")  # type: ignore[attr-defined]
+    assert completion.cited[0] == 2  # type: ignore[attr-defined]

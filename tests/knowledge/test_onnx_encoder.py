@@ -92,3 +92,24 @@ def test_the_cache_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("BOTKIT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "botkit" / "onnx"
+
+
+def test_an_unwritable_cache_or_a_damaged_export_falls_back_to_torch(
+    torch_embedder: SentenceTransformerEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be", encoding="utf-8")
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(blocker))
+    with pytest.raises(EmbeddingModelError, match="BOTKIT_CACHE_DIR"):
+        OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(cache))
+    OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    (exported,) = (cache / "onnx").glob("*.onnx")
+    exported.write_bytes(b"not an onnx model")
+    with pytest.raises(EmbeddingModelError, match="cannot run the ONNX export"):
+        OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    assert not exported.exists()  # dropped: the next load exports it again
+    again = OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    assert again.encode(["works again"]).shape == (1, 384)

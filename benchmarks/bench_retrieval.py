@@ -17,7 +17,8 @@ candidate is turned into a passage):
 * end to end, including embedding the query with the real model (``retrieve``): p50,
   target <= 30 ms;
 * next to each wall-clock p50, the p50 of the process's CPU time per query: on a busy
-  machine the wall clock mostly measures the wait for a core, the CPU time does not.
+  machine the wall clock mostly measures the wait for a core; the CPU time leaves that
+  out (it still grows under contention, less).
 
 The index is built once and cached (``--cache-dir``, default ``$TMPDIR/botkit-bench-retrieval``,
 one folder per ``--n``/``--seed``/chromadb version); a run builds for at most ``--budget-s``
@@ -249,8 +250,9 @@ def main() -> None:
           f"FTS5 {build_stats['fts_seconds']:.0f}s), cached in {folder}; embedding on {embedder.device}, k=5; "
           f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs):")
     print(table(["measure", "queries", "p50 ms", "p99 ms", "CPU p50 ms", "target"], rows))
-    print("CPU ms: this process's CPU time per query, all threads (load-independent: on an idle machine a search "
-          "that does not overlap takes about this long; an overlapped one less). Torch may use several threads.")
+    print("CPU ms: this process's CPU time per query, all threads. Less sensitive to load than the wall clock (it "
+          "leaves out the wait for a core) but not immune (shared caches, SMT siblings): compare runs at similar load. "
+          "An overlapped search's wall time can be below its CPU time; the query model may use several threads.")
     path = write_results("bench_retrieval", {"build": build_stats, "device": embedder.device, "results": results,
                                              "complete": not partial})
     print(f"\nwrote {path}")

@@ -65,6 +65,7 @@ _LEXICAL_WEIGHT = 0.5  # weight of word overlap next to cosine similarity in a s
 _CONTEXT_WEIGHT = 0.5
 _AGREEMENT = 0.05  # a passage both searches found may be this much less similar and still count as relevant
 _EMBED_CHARS = 240  # characters of a sentence or list the embedding model reads
+_WHOLE_SECTION = 2 / 3  # share of the question's words a heading must hold for its short section to be the answer
 _FAQ_MATCH = 0.8  # an FAQ whose question is this similar to the user's restates it: its answer leads  # weight of the words of the earlier message(s) of a follow-up
 _PROCEDURAL = {"how", "steps", "step", "set", "setup", "install", "configure", "change", "reset", "enable", "create"}
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"'(]\s*)([A-Z][a-z]+)")
@@ -187,7 +188,7 @@ class ExtractiveBackend(Backend):
         budget = opts.max_chars
         best: float | None = None  # the lead article's best unit score
         for index in articles:
-            whole = heads[index] >= 0.5 and best is None
+            whole = heads[index] >= _WHOLE_SECTION and best is None
             excerpt, top = self._excerpt(pool[index], query, scorer, budget, best=best, whole=whole)
             best = top if best is None else best
             if excerpt:
@@ -197,6 +198,7 @@ class ExtractiveBackend(Backend):
                 break
         if not parts:
             return self._done(opts.abstain_message, prompt_tokens, (), abstained=True)
+        parts.sort()  # in the retriever's order, so citations read [1], [2]… like footnotes
         text = "\n\n".join(f"{body} [{n}]" if opts.inline_citations else body for n, body in parts)
         return self._done(text, prompt_tokens, tuple(n for n, _ in parts))
 
@@ -398,7 +400,7 @@ def _leaf(section: str) -> str:
 def _heading(passage: Passage) -> str:
     if passage.kind == "faq" or not passage.section:
         return passage.title
-    return passage.section if passage.section.startswith(passage.title) else f"{passage.title}: {passage.section}"
+    return _leaf(passage.section)  # the title is shared by every section of an article: it tells none apart
 
 
 def _cjk_share(text: str, words: set[str]) -> float:

@@ -19,14 +19,16 @@ answer abstains when the question names something (a capitalised name: a product
 company) that no retrieved passage mentions: the help centre is about something else.
 
 Which passage leads. The relevant passages are re-ranked by agreement (reciprocal rank
-fusion) of three rankings: the retriever's, by meaning (the better of the passage's and
-its heading's similarity to the question), and by words. An FAQ whose question restates
-the user's (similarity at least 0.8) leads regardless: it is a curated answer.
+fusion) of four rankings: the retriever's, by meaning (the passage's similarity to the
+question, or its innermost heading's when that is higher), by the passage's words and by
+its innermost heading's words. An FAQ whose question restates the user's (similarity at
+least 0.8) leads regardless: it is a curated answer.
 
-Sentences are scored by meaning and words: with the knowledge base's embedding model (the
-one already loaded for retrieval) when the backend runs inside a bot, by words alone
-otherwise. A follow-up question is read with the previous user message in mind, exactly
-as retrieval reads it (:func:`knowledge.query.contextualize`), its own words weighing more.
+Sentences are scored by words (weighted overlap, a small bonus for a list answering a
+"how do I" question); with ``semantic: true`` also by meaning, with the knowledge base's
+embedding model (off by default: it measured worse, see the option). A follow-up question
+is read with the previous user message in mind, exactly as retrieval reads it
+(:func:`knowledge.query.contextualize`), its own words weighing more.
 
 Document markup never comes out as HTML: tags are stripped and the output is plain text
 or Markdown.
@@ -90,7 +92,12 @@ class ExtractiveOptions(BaseModel):
     max_sentences: int = Field(4, ge=1, le=20)
     max_chars: int = Field(600, ge=80, le=5000, description="Length budget of an article answer (a single list may run to 1.5x).")
     semantic: bool = Field(
-        True, description="Score sentences with the knowledge base's embedding model too (inside a bot; words only otherwise).",
+        False,
+        description=(
+            "Also rank passages' headings and score sentences with the knowledge base's embedding model (inside a bot). "
+            "Off by default: with all-MiniLM-L6-v2 it answered fewer questions fully than words alone on both "
+            "benchmarks/bench_answer_quality.py sets, and costs tens of milliseconds per answer."
+        ),
     )
     unknown_names_abstain: bool = Field(
         True, description="Abstain when the question names something (a capitalised name) no retrieved passage mentions.",

@@ -240,6 +240,14 @@ class ConversationStore(ABC):
         ``payload`` (JSON) so that another worker can finish it; ``False`` if it already
         was claimed (a redelivery to drop). Race-safe across processes."""
 
+    async def claim_events(
+        self, *, channel: str, events: Sequence[tuple[str, Mapping[str, Any] | None]]
+    ) -> list[bool]:
+        """:meth:`claim_event` for several ``(event_id, payload)`` at once (one transaction
+        where the store can): for each, whether this call claimed it. The default claims
+        them one by one."""
+        return [await self.claim_event(channel=channel, event_id=e, payload=p) for e, p in events]
+
     @abstractmethod
     async def set_event_status(self, *, channel: str, event_id: str, status: str) -> None:
         """Update a claimed event's status (``done`` or ``failed``)."""

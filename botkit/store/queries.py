@@ -13,6 +13,8 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Column, Row, Table, bindparam, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from botkit.errors import StoreError
@@ -91,6 +93,10 @@ MESSAGE_OWNER = select(M.conversation_id).where(M.id == bindparam("mid"))
 CONVERSATION_EXISTS = select(C.id).where(C.id == bindparam("cid"))
 INSERT_FEEDBACK = insert(feedback).returning(*feedback.c)
 CLAIM_EVENT = insert(events)
+CLAIM_EVENT_OR_SKIP = {  # by dialect: insert, or do nothing when the event was claimed before
+    "postgresql": pg_insert(events).on_conflict_do_nothing(index_elements=[E.channel, E.event_id]),
+    "sqlite": sqlite_insert(events).on_conflict_do_nothing(index_elements=[E.channel, E.event_id]),
+}
 SET_EVENT_STATUS = (
     update(events)
     .where(E.channel == bindparam("event_channel"), E.event_id == bindparam("eid"))
@@ -134,6 +140,22 @@ EARLIER_UNANSWERED = (
 
 
 # -- units of work --------------------------------------------------------------------------
+
+
+def claim_events(
+    connection: Connection, channel: str, claims: list[tuple[str, dict[str, Any] | None]]
+) -> list[bool]:
+    """Claim several events in one transaction: for each, ``True`` when this call claimed
+    it, ``False`` when it was claimed before (also earlier in the same list)."""
+    statement = CLAIM_EVENT_OR_SKIP.get(connection.dialect.name)
+    if statement is None:
+        raise StoreError(f"claiming events in a batch is not supported on {connection.dialect.name}")
+    at = now()
+    return [
+        connection.execute(statement, {"channel": channel, "event_id": event_id, "status": "pending",
+                                       "created_at": at, "claimed_at": at, "payload": payload}).rowcount == 1
+        for event_id, payload in claims
+    ]
 
 
 def read_conversation(connection: Connection, *, conversation_id: str) -> Row[Any] | None:

@@ -374,6 +374,14 @@ class SQLConversationStore(ConversationStore):
             return False
         return True
 
+    async def claim_events(
+        self, *, channel: str, events: Sequence[tuple[str, Mapping[str, Any] | None]]
+    ) -> list[bool]:
+        if not events:
+            return []
+        claims = [(event_id, None if payload is None else dict(payload)) for event_id, payload in events]
+        return await self._run("claim events", q.claim_events, channel, claims, write=True)
+
     async def set_event_status(self, *, channel: str, event_id: str, status: str) -> None:
         params = {"event_channel": channel, "eid": event_id, "new_status": status}
         row = await self._first("update an event's status", q.SET_EVENT_STATUS, params, write=True)

@@ -228,3 +228,17 @@ async def test_a_store_must_be_opened(tmp_path: object) -> None:
         async with store.turn_lock("x", timeout=1):
             pass
     await store.close()  # closing an unopened store is fine
+
+
+async def test_claiming_events_in_a_batch(store: SQLConversationStore) -> None:
+    assert await store.claim_event(channel="slack", event_id="Ev0")
+    claimed = await store.claim_events(
+        channel="slack",
+        events=[("Ev1", {"n": 1}), ("Ev0", None), ("Ev2", None), ("Ev1", {"n": 1}), ("Ev3", {"n": 3})],
+    )
+    assert claimed == [True, False, True, False, True]  # Ev0 before, Ev1 twice in the batch
+    assert await store.claim_events(channel="slack", events=[]) == []
+    assert not await store.claim_event(channel="slack", event_id="Ev3")
+    assert await store.claim_events(channel="other", events=[("Ev1", None)]) == [True]  # channels apart
+    taken = await store.pending_events(channel="slack", older_than_s=0)
+    assert {e.event_id: e.payload for e in taken} == {"Ev0": None, "Ev1": {"n": 1}, "Ev2": None, "Ev3": {"n": 3}}

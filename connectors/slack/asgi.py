@@ -49,11 +49,7 @@ def mount(
     handler = AsyncSlackRequestHandler(connector.app)
 
     async def slack_events(request: Request) -> Response:
-        if request.headers.get("content-type", "").startswith("application/json"):  # Events API: the fast ack
-            status = await connector.acknowledge(await request.body(), request.headers)
-            if status is not None:
-                return Response(status_code=status)
-        return await handler.handle(request)  # interactivity, URL verification: Bolt
+        return await handler.handle(request)
 
     app.router.add_route(path, slack_events, methods=["POST"], name="slack_events", include_in_schema=False)
     inner: Callable[[Any], AbstractAsyncContextManager[Any]] = app.router.lifespan_context

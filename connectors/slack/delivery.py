@@ -5,9 +5,11 @@ and with several workers any of them may receive a redelivery. So:
 
 1. **Claim** (before the ack, after the signature was verified): the event id and its
    payload are written to the store (``claim_event``). A redelivery, on any worker, finds
-   the claim and is acknowledged and dropped. The claim is all the ack waits for: over
-   HTTP, :mod:`connectors.slack.asgi` claims ``event_callback`` requests itself, without
-   Bolt's dispatch; in Socket Mode a Bolt middleware does (:attr:`EventDelivery.middleware`).
+   the claim and is acknowledged and dropped. The claim is all the ack waits for: a Bolt
+   global middleware (:attr:`EventDelivery.middleware`, after Bolt's signature check)
+   claims each ``event_callback`` and acknowledges it, over HTTP and in Socket Mode.
+   Claims arriving together are written together (:class:`ClaimBatcher`: one transaction
+   for a burst), so 50 simultaneous events cost one database round trip, not 50 in a row.
 2. **Ack, then answer**: a claimed event goes into an in-process queue that
    ``max_concurrent`` workers drain, so a burst of events does not start a burst of turns
    competing with the acks of the next events for the CPU, the event loop and the
@@ -46,8 +48,7 @@ DEFAULT_SWEEP_INTERVAL_S = 60.0
 MAX_RECOVERY_AGE_S = 3600.0  # older unfinished events are marked failed, not answered an hour late
 DEFAULT_MAX_CONCURRENT = 8  # answers generated at once per worker (slack.max_concurrent_answers)
 START_MARGIN_S = 5.0  # an event starts this long before its turn deadline could pass grace_s (Slack calls)
-CLAIM_CONNECTIONS = 4  # claims written at once on a database server (connections of their own)
-SQLITE_CLAIM_THREADS = 2  # ... on a SQLite file (one writer at a time: more threads only wait for its lock)
+CLAIM_CONNECTIONS = 2  # the claims' own connections on a database server (one batch is written at a time)
 DEFAULT_MAX_QUEUED = 1000  # claimed events waiting in memory; beyond that they wait for recovery
 
 Wants = Callable[[dict[str, Any], "str | None"], bool]
@@ -99,7 +100,7 @@ class EventDelivery:
         self._claims: ConversationStore | None = None  # see _claim_store()
         self._own_claims: ConversationStore | None = None
         self._claims_opening = asyncio.Lock()
-        self._claim_slots = asyncio.Semaphore(CLAIM_CONNECTIONS)  # SQLITE_CLAIM_THREADS on SQLite, see _claim_store()
+        self._batcher = ClaimBatcher(self._claim_store)
         self.middleware: AsyncMiddleware = _ClaimMiddleware(self)
 
     @property
@@ -124,9 +125,7 @@ class EventDelivery:
         if not isinstance(event_id, str) or not self._wants(body, bot_user_id):
             return 200  # nothing to answer: ack and drop
         try:
-            claims = self._claims or await self._claim_store()
-            async with self._claim_slots:
-                claimed = await claims.claim_event(channel=CHANNEL, event_id=event_id, payload=body)
+            claimed = await self._batcher.claim(event_id, body)
         except StoreError as exc:
             log.warning("slack event %s not claimed (%s): answering 503 so that Slack retries", event_id, exc)
             return 503
@@ -245,7 +244,7 @@ class EventDelivery:
     async def _claim_store(self) -> ConversationStore:
         """Where claims are written: when the bot's store is the SQL store of its
         ``database_url``, a second one on the same database with a pool of its own
-        (:data:`CLAIM_CONNECTIONS` connections, or :data:`SQLITE_CLAIM_THREADS` threads),
+        (:data:`CLAIM_CONNECTIONS` connections on a database server),
         so that an ack never waits for a connection or a thread behind the answers'
         database work; otherwise the bot's store."""
         async with self._claims_opening:
@@ -254,15 +253,13 @@ class EventDelivery:
             await self.bot.start()
             store = self.bot.store
             from botkit.store import SQLConversationStore
-            from botkit.store.urls import is_sqlite, normalize_database_url
+            from botkit.store.urls import normalize_database_url
 
             url = self.bot.config.resolved_database_url
             if isinstance(store, SQLConversationStore) and store.url == normalize_database_url(url):
                 own = SQLConversationStore(url, migrate=False, max_connections=CLAIM_CONNECTIONS)
                 await own.open()  # the bot's store already migrated the schema
                 self._own_claims = store = own
-                if is_sqlite(own.url):
-                    self._claim_slots = asyncio.Semaphore(SQLITE_CLAIM_THREADS)
             self._claims = store
             return store
 
@@ -308,10 +305,53 @@ class EventDelivery:
             log.warning("slack event %s: could not record status %s: %s", event_id, status, exc)
 
 
+class ClaimBatcher:
+    """Group commit for event claims: claims made while a batch is being written wait and
+    go together in the next one (one transaction, ``ConversationStore.claim_events``).
+
+    An idle batcher writes a claim at once; under a burst, each ack waits for at most the
+    batch in flight and its own. ``store`` gives the store to write to (opened lazily).
+    """
+
+    def __init__(self, store: Callable[[], Awaitable[ConversationStore]], *, max_batch: int = 200) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._waiting: list[tuple[str, dict[str, Any], asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def claim(self, event_id: str, payload: dict[str, Any]) -> bool:
+        """Claim one event; ``True`` when this call claimed it (``False``: claimed before)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event_id, payload, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="botkit-slack-claims")
+        return await asyncio.shield(future)  # a cancelled ack must not cancel the others' batch
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+            try:
+                store = await self._store()
+                claimed = await store.claim_events(channel=CHANNEL, events=[(e, p) for e, p, _ in batch])
+            except BaseException as exc:  # every waiter of the batch gets the error (503: Slack retries)
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, Exception):
+                    continue
+                for _, _, future in self._waiting:  # cancelled (shutting down): nobody writes the rest
+                    if not future.done():
+                        future.set_exception(exc)
+                self._waiting = []
+                raise
+            for (_, _, future), won in zip(batch, claimed, strict=True):
+                if not future.done():
+                    future.set_result(won)
+
+
 class _ClaimMiddleware(AsyncMiddleware):
-    """Bolt global middleware (Socket Mode, and any request the HTTP fast path hands to
-    Bolt): claims an ``event_callback`` after Bolt's own middleware (signature, self
-    events) and acknowledges it; listeners never see events."""
+    """Bolt global middleware: claims an ``event_callback`` after Bolt's own middleware
+    (signature, self events) and acknowledges it; listeners never see events."""
 
     def __init__(self, delivery: EventDelivery) -> None:
         self._delivery = delivery

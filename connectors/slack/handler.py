@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -21,7 +20,6 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from botkit.bot import Bot
@@ -72,8 +70,6 @@ class SlackConnector:
             bot, wants=self._wants, process=self._process, grace_s=grace, sweep_interval_s=sweep_interval_s,
             max_concurrent=max_concurrent_answers or self.settings.max_concurrent_answers,
         )
-        secret = self.settings.signing_secret
-        self._verifier = SignatureVerifier(secret) if secret else None  # None: Socket Mode, no HTTP
         self._bot_user_id: str | None = None
         self.app.use(self.delivery.middleware)  # claims and acknowledges events: no event listeners
         self.app.action(translate.FEEDBACK_UP)(self._on_feedback)
@@ -108,33 +104,6 @@ class SlackConnector:
         self._bot_user_id = bot_user_id or self._bot_user_id
         event = body.get("event") or {}
         return translate.to_incoming(event, team_id=body.get("team_id"), bot_user_id=bot_user_id) is not None
-
-    async def acknowledge(self, raw: bytes, headers: Mapping[str, str]) -> int | None:
-        """Answer an Events API request over HTTP without Bolt: the HTTP status, or ``None``
-        for a request Bolt must handle (not an ``event_callback``, not JSON).
-
-        The ack path is only what exactly-once needs: check the signature (401 when it is
-        wrong or more than 5 minutes old), parse, claim, queue. Bolt would add its
-        middleware chain, listener matching and a task per event to every ack.
-        """
-        if self._verifier is None:
-            raise ConfigError("serving Slack over HTTP needs slack.signing_secret", hint="set SLACK_SIGNING_SECRET")
-        if not self._verifier.is_valid_request(raw, headers):
-            return 401
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(body, dict) or body.get("type") != "event_callback":
-            return None
-        bot_user_id = self._bot_user_id
-        if bot_user_id is None:
-            try:
-                bot_user_id = await self._own_user_id()
-            except _AUTH_TEST_ERRORS as exc:  # not the event's fault: Slack retries it
-                log.warning("slack: auth.test failed (%s): answering 503 so that Slack retries the event", exc)
-                return 503
-        return await self.delivery.admit(body, bot_user_id, retry=headers.get("x-slack-retry-num"))
 
     async def _process(self, body: dict[str, Any], bot_user_id: str | None) -> None:
         bot_user_id = bot_user_id or await self._own_user_id()

@@ -15,6 +15,7 @@ import pytest
 
 from botkit.backends.base import Completion, Prompt, StreamEvent
 from botkit.backends.scripted import ScriptedBackend
+from botkit.errors import StoreError
 from connectors.slack.delivery import START_MARGIN_S
 from tests.helpers.slack_server import SlackHarness, slack_harness
 from tests.helpers.slack_stub import BOT_USER_ID, SlackStub
@@ -167,3 +168,35 @@ async def test_an_ack_does_not_wait_for_the_answers_database_threads(tmp_path: P
         assert response.status_code == 200 and ack_s < 1.0, ack_s  # the claim has threads of its own
         await asyncio.gather(*blocking)
         await slack.stub.wait_for(lambda _: answers(slack, "CBUSY") == ["[scripted] quick ack?"], timeout=15)
+
+
+async def test_claims_arriving_together_are_written_together(tmp_path: Path) -> None:
+    from botkit.store import SQLConversationStore
+    from connectors.slack.delivery import ClaimBatcher
+
+    async with SQLConversationStore(f"sqlite:///{tmp_path / 'claims.db'}") as store:
+        batches: list[int] = []
+        claim_events = store.claim_events
+
+        async def counting(**kwargs: Any) -> list[bool]:
+            batches.append(len(kwargs["events"]))
+            return await claim_events(**kwargs)
+
+        store.claim_events = counting  # type: ignore[method-assign]
+
+        async def opened() -> SQLConversationStore:
+            return store
+
+        batcher = ClaimBatcher(opened)
+        ids = [f"Ev{n}" for n in range(30)] + ["Ev3", "Ev7"]  # two redeliveries in the same burst
+        won = await asyncio.gather(*(batcher.claim(event_id, {"event_id": event_id}) for event_id in ids))
+        assert won == [True] * 30 + [False, False]
+        assert sum(batches) == 32 and len(batches) <= 2  # the first at once, the rest together
+        assert await batcher.claim("Ev0", {}) is False and batches[-1] == 1  # idle: written at once
+
+        async def broken() -> SQLConversationStore:
+            raise StoreError("database down")
+
+        failing = ClaimBatcher(broken)
+        results = await asyncio.gather(*(failing.claim(f"X{n}", {}) for n in range(5)), return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results)

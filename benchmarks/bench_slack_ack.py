@@ -39,9 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers.postgres import scratch_database  # noqa: E402
 from tests.helpers.slack_stub import BOT_USER_ID, SlackStub, event_body, signed_headers  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -65,31 +64,6 @@ def _free_port() -> int:
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
-async def _postgres_admin(base_url: str, statement: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    dsn = make_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@contextmanager
-def scratch_postgres(base_url: str) -> Iterator[str]:
-    """A new PostgreSQL database next to ``base_url`` (its URL), dropped afterwards."""
-    from sqlalchemy.engine import make_url
-
-    name = f"botkit_bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres_admin(base_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_postgres_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def start_server(workdir: Path, stub: SlackStub, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
@@ -243,7 +217,7 @@ def main() -> None:
     if args.postgres == "":
         raise SystemExit("--postgres needs a URL (or BOTKIT_TEST_POSTGRES_URL)")
     with ExitStack() as stack:
-        args.database_url = stack.enter_context(scratch_postgres(args.postgres)) if args.postgres else None
+        args.database_url = stack.enter_context(scratch_database(args.postgres)) if args.postgres else None
         report = measure(args)
     report_and_save(report, args)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from knowledge.errors import IndexUnavailable
 from knowledge.types import Chunk
 
 TOKENIZER = "unicode61 remove_diacritics 2"
+VOCABULARY_MAX_AGE_S = 5.0  # how often vocabulary() checks whether the index changed
 # Column weights for bm25(): title, section, body.
 _BM25 = "bm25(chunk_text, 3.0, 1.5, 1.0)"
 
@@ -107,6 +109,7 @@ class LexicalIndex:
         self._in_transaction = False
         self._idle: list[sqlite3.Connection] = []  # read connections not in use (list.pop/append are atomic)
         self._generation = 0  # bumped by close(): connections in use are closed when returned
+        self._vocabulary: tuple[float, Any, dict[str, int]] | None = None  # (checked at, index key, words)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -232,6 +235,33 @@ class LexicalIndex:
         except sqlite3.Error as exc:
             raise IndexUnavailable(f"lexical index {self.path}: read failed: {exc}") from exc
         return [cid for cid in ids if cid in found]
+
+    def vocabulary(self, *, max_age_s: float = VOCABULARY_MAX_AGE_S) -> Mapping[str, int]:
+        """Every indexed word of a Latin-script alphabet (lowercase) → how many chunks hold it.
+
+        Read from FTS5's own term index (``fts5vocab``), kept in memory and read again when
+        the index has changed, checked at most every ``max_age_s`` seconds.
+        """
+        now = time.monotonic()
+        cached = self._vocabulary
+        if cached is not None and now - cached[0] < max_age_s:
+            return cached[2]
+        try:
+            with self._reading() as conn:
+                key = conn.execute("SELECT count(*), coalesce(max(rowid), 0) FROM chunk_meta").fetchone()
+                if cached is not None and cached[1] == key:
+                    self._vocabulary = (now, key, cached[2])
+                    return cached[2]
+                conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_vocab USING fts5vocab(main, chunk_text, row)")
+                words = {
+                    term: int(documents)
+                    for term, documents in conn.execute("SELECT term, doc FROM temp.chunk_vocab")
+                    if term.isascii() and term.isalpha()
+                }
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"lexical index {self.path}: read failed: {exc}") from exc
+        self._vocabulary = (now, key, words)
+        return words
 
     def search(self, query: str, *, k: int, filters: Mapping[str, Any] | None = None) -> list[LexicalHit]:
         """The ``k`` best BM25 matches of free-text ``query``, best first."""

@@ -50,6 +50,7 @@ from knowledge.embeddings import Embedder
 from knowledge.lexical import LexicalIndex
 from knowledge.observe import emit
 from knowledge.settings import KnowledgeSettings
+from knowledge.spelling import Speller, wordpiece_words
 from knowledge.store import StoredChunk, VectorStore
 from knowledge.types import Passage
 
@@ -85,6 +86,7 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self._origins = origins
+        self._known_words: Callable[[str], bool] | None = None  # the embedding model's whole words
         self.search_workers = search_workers
         self._executor: ThreadPoolExecutor | None = None  # started on the first hybrid search
         self._executor_lock = threading.Lock()
@@ -112,6 +114,7 @@ class Retriever:
             return []
         started, found = time.perf_counter(), None  # observed: knowledge.observe "retrieve"
         try:
+            query = self.correct_spelling(query)
             vector = self.embedder.embed_query(query)
             found = self.retrieve_by_vector(
                 vector, query_text=query, k=k, filters=filters, mode=mode, threshold=threshold,
@@ -120,6 +123,16 @@ class Retriever:
             return found
         finally:
             emit("retrieve", seconds=time.perf_counter() - started, passages=len(found or ()), ok=found is not None)
+
+    def correct_spelling(self, query: str) -> str:
+        """``query`` with likely typos replaced by knowledge-base words one edit away (see
+        :mod:`knowledge.spelling`); unchanged when ``knowledge.spelling_correction`` is off."""
+        if not self.settings.spelling_correction:
+            return query
+        if self._known_words is None:
+            model = getattr(self.embedder, "model", None)
+            self._known_words = wordpiece_words(getattr(model, "tokenizer", None))
+        return Speller(self.lexical.vocabulary(), known=self._known_words).correct(query)
 
     def retrieve_by_vector(
         self,

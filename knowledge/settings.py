@@ -66,3 +66,8 @@ class KnowledgeSettings(BaseModel):
         ),
     )
     hybrid: bool = Field(True, description="Fuse lexical (SQLite FTS5) and vector rankings with reciprocal rank fusion.")
+    spelling_correction: bool = Field(
+        True,
+        description="Before retrieval, replace a question's misspelt words (not in the knowledge base, not a word the "
+        "embedding model knows) with a knowledge-base word one edit away.",
+    )

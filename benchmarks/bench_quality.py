@@ -57,8 +57,12 @@ def main() -> None:
         report = kb.ingest()
         print(f"ingested {report.chunks} chunks from {report.added} sources ({len(report.failed)} failed) "
               f"in {report.seconds:.0f}s", flush=True)
-        vectors = embedder.embed([q.query for q in questions])
+        # What Retriever.retrieve searches with: the question with its typos corrected.
+        spelt = {q.query: kb.retriever.correct_spelling(q.query) for q in questions}
+        vectors = embedder.embed([spelt[q.query] for q in questions])
         by_query = {q.query: v for q, v in zip(questions, vectors)}
+        for line in unanswerable:
+            line["question"] = kb.retriever.correct_spelling(line["question"])
         empty_vectors = embedder.embed([line["question"] for line in unanswerable]) if unanswerable else []
         results: dict = {}
         rejection: dict = {}
@@ -67,7 +71,7 @@ def main() -> None:
             for mode in MODES:
                 overall, by_kind = evaluate(
                     lambda q, m=mode, t=threshold, g=passage: kb.retriever.retrieve_by_vector(
-                        by_query[q.query], query_text=q.query, k=args.k, mode=m, threshold=t, passage_threshold=g),
+                        by_query[q.query], query_text=spelt[q.query], k=args.k, mode=m, threshold=t, passage_threshold=g),
                     questions,
                 )
                 results[(setting, mode)] = {

@@ -156,6 +156,7 @@ class SlackStub:
 def _handler(stub: SlackStub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass

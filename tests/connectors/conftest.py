@@ -100,7 +100,9 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def web_bot(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bot]:
     """The example bot (extractive backend, real embeddings), started and ingested once."""
-    root = make_bot_dir(tmp_path_factory.mktemp("web") / "bot")
+    # The session's tests sign in to the console many times from 127.0.0.1 within a minute:
+    # the sign-in limit is tested on its own (test_console.py), not by accident here.
+    root = make_bot_dir(tmp_path_factory.mktemp("web") / "bot", extra="console:\n  login_attempts_per_minute: 10000\n")
     bot = Bot.from_dir(root, environ={})
     await bot.start()
     await bot.ingest_if_needed()

@@ -228,3 +228,25 @@ async def test_console_events_stream(live_server: str, agents: AgentDirectory, k
                 if "event: changed" in seen:
                     break
         assert "event: changed" in seen
+
+
+async def test_sign_in_attempts_are_limited_per_address(web_app: Any, agents: AgentDirectory) -> None:
+    from connectors.web.security import RateLimiter
+
+    email = await _agent(agents)
+    console = web_app.state.console
+    shared, console.login_limiter = console.login_limiter, RateLimiter(2)
+    try:
+        async with _new_client(web_app) as http:
+            for _ in range(2):  # within the limit: a wrong password is a 401 with the form again
+                token = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/console/login")).text)
+                assert token is not None
+                wrong = await http.post("/console/login", data={"csrf": token.group(1), "email": email, "password": "no"})
+                assert wrong.status_code == 401
+            token = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/console/login")).text)
+            assert token is not None
+            limited = await http.post("/console/login", data={"csrf": token.group(1), "email": email, "password": PASSWORD})
+            assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+            assert SESSION_COOKIE not in limited.cookies  # even the right password waits
+    finally:
+        console.login_limiter = shared

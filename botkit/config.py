@@ -26,8 +26,9 @@ from knowledge.settings import KnowledgeSettings
 
 CONFIG_FILE = "bot.yaml"
 ENV_PREFIX = "BOTKIT_"
-# BOTKIT_* variables that are not config keys (read by the CLI itself).
-_RESERVED_ENV = {"BOT"}
+# BOTKIT_* variables that are not config keys: read by the CLI itself (BOTKIT_BOT), or the
+# machine-wide cache folder of exported models (BOTKIT_CACHE_DIR, knowledge.onnx_encoder).
+_RESERVED_ENV = {"BOT", "CACHE_DIR"}
 # BOTKIT_TEST_* and BOTKIT_FAULTS_* variables configure the test suite, not a bot.
 _RESERVED_PREFIXES = ("TEST_", "FAULTS_")
 # Slack's usual variables, used when bot.yaml leaves the key unset.

@@ -41,6 +41,7 @@ def test_env_overrides_top_level_and_nested(tmp_path: Path) -> None:
         "BOTKIT_KNOWLEDGE__CHUNK_SIZE": "700",
         "BOTKIT_BACKENDS": '["openai:gpt-4o-mini", "extractive"]',
         "BOTKIT_BOT": "ignored: read by the CLI",
+        "BOTKIT_CACHE_DIR": "ignored: where exported query models are cached",
         "BOTKIT_TEST_POSTGRES_URL": "ignored: read by the test suite",
         "UNRELATED": "x",
     }

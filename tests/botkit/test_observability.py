@@ -25,6 +25,7 @@ from botkit.config import BotConfig, EscalationSettings, LimitsSettings, Observa
 from knowledge.observe import emit
 from knowledge.types import Passage
 from tests.helpers.openai_stub import OpenAIStub, StubReply
+from tests.helpers.processes import metric
 
 API_KEY = "sk-test-Zq8W3xR5t7Y9u1I3o5P7a9S1d3F5g7H9"
 
@@ -141,17 +142,6 @@ def test_redaction_of_key_shapes() -> None:
     assert text.count(botkit_logging.REDACTED) == 4 and "abcdefghijklmnop" not in text
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
 async def test_metrics_by_stage_backend_and_circuit(bot: Bot, stub: OpenAIStub) -> None:
     before = metrics.render()[0].decode()
     await bot.reply("conv-m", "How do I reset my password?")
@@ -165,7 +155,7 @@ async def test_metrics_by_stage_backend_and_circuit(bot: Bot, stub: OpenAIStub) 
     after = metrics.render()[0].decode()
 
     def delta(name: str, **labels: str) -> float:
-        return _sample(after, name, **labels) - _sample(before, name, **labels)
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
     assert skipped.backend == "extractive" and "knowledge base" in down.text
     for stage in ("retrieve", "lock_wait", "backend_first_token", "backend", "total"):
@@ -177,7 +167,7 @@ async def test_metrics_by_stage_backend_and_circuit(bot: Bot, stub: OpenAIStub) 
     assert delta("botkit_backend_errors_total", backend="openai:stub-model", kind="server_error") == 1
     assert delta("botkit_backend_errors_total", backend="openai:stub-model", kind="circuit_open") >= 1
     assert delta("botkit_circuit_transitions_total", backend="openai:stub-model", state="open") == 1
-    assert _sample(after, "botkit_circuit_state", backend="openai:stub-model") == 2
+    assert metric(after, "botkit_circuit_state", backend="openai:stub-model") == 2
     assert delta("botkit_retrievals_total", outcome="error") == 1
     assert delta("botkit_tokens_total", backend="openai:stub-model", kind="prompt") == 11
 
@@ -204,9 +194,9 @@ def test_breaker_transitions_are_counted() -> None:
     after = metrics.render()[0].decode()
     name = backend.spec
     for state, count in (("open", 1), ("half_open", 1), ("closed", 1)):
-        assert _sample(after, "botkit_circuit_transitions_total", backend=name, state=state) - _sample(
+        assert metric(after, "botkit_circuit_transitions_total", backend=name, state=state) - metric(
             before, "botkit_circuit_transitions_total", backend=name, state=state) == count, state
-    assert _sample(after, "botkit_circuit_state", backend=name) == 0
+    assert metric(after, "botkit_circuit_state", backend=name) == 0
 
 
 async def test_request_id_header_and_metrics_endpoint() -> None:
@@ -280,8 +270,8 @@ def test_ingestion_counts() -> None:
     emit("ingest", report=IngestReport(added=2, updated=1, unchanged=5, failed=[{"source": "x", "reason": "y"}],
                                        chunks=42))
     after = metrics.render()[0].decode()
-    assert _sample(after, "botkit_ingest_runs_total") - _sample(before, "botkit_ingest_runs_total") == 1
+    assert metric(after, "botkit_ingest_runs_total") - metric(before, "botkit_ingest_runs_total") == 1
     for status, count in (("added", 2), ("updated", 1), ("unchanged", 5), ("failed", 1)):
-        assert _sample(after, "botkit_ingest_sources_total", status=status) - _sample(
+        assert metric(after, "botkit_ingest_sources_total", status=status) - metric(
             before, "botkit_ingest_sources_total", status=status) == count
-    assert _sample(after, "botkit_ingest_chunks") == 42
+    assert metric(after, "botkit_ingest_chunks") == 42

@@ -46,6 +46,7 @@ from botkit.bot import Bot
 from botkit.config import BotConfig, EscalationSettings
 from botkit.prompt import GROUNDING_RULES
 from knowledge.types import Passage
+from tests.helpers.fixed_knowledge import FixedKnowledge
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -191,27 +192,13 @@ class PoisonedRetriever:
         return [honest, Passage(chunk_id="p", source="forum/post.md", title=title, section="", text=text, score=0.7)]
 
 
-class Knowledge:
-    def __init__(self) -> None:
-        self.retriever = PoisonedRetriever()
-
-        class _Embedder:
-            def embed(self, texts: list[str]) -> list[list[float]]:
-                return [[0.0] for _ in texts]
-
-        self.embedder = _Embedder()
-
-    def close(self) -> None:
-        pass
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def injection(tmp_path_factory: pytest.TempPathFactory, kit: Any) -> AsyncIterator[tuple[Any, Any, ObedientBackend]]:
     from connectors.web.app import create_app
 
     root = tmp_path_factory.mktemp("injection")
     backend = ObedientBackend()
-    knowledge = Knowledge()
+    knowledge = FixedKnowledge(PoisonedRetriever())
     config = BotConfig(name="injection", persona=PERSONA, backends=["extractive"], data_dir=str(root / "data"),
                        root=root, escalation=EscalationSettings(enabled=False))
     bot = Bot(config, backends=[backend], knowledge=knowledge)

@@ -26,6 +26,7 @@ from botkit.backends.scripted import ScriptedBackend
 from botkit.bot import Bot
 from botkit.config import BotConfig, EscalationSettings, KnowledgeSettings
 from knowledge.types import Passage
+from tests.helpers.fixed_knowledge import FixedKnowledge
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -78,20 +79,6 @@ class PayloadRetriever:
         return passages
 
 
-class PayloadKnowledge:
-    def __init__(self) -> None:
-        self.retriever = PayloadRetriever()
-
-        class _Embedder:
-            def embed(self, texts: list[str]) -> list[list[float]]:
-                return [[0.0] for _ in texts]
-
-        self.embedder = _Embedder()
-
-    def close(self) -> None:
-        pass
-
-
 def _cite_all(text: str) -> str:
     return text + " " + " ".join(f"[{n}]" for n in range(1, TOP_K + 1))
 
@@ -104,7 +91,7 @@ async def xss_server(tmp_path_factory: pytest.TempPathFactory, kit: Any) -> Asyn
     config = BotConfig(name="xss", backends=["scripted"], data_dir=str(root / "data"), root=root,
                        knowledge=KnowledgeSettings(top_k=TOP_K), escalation=EscalationSettings(enabled=False))
     backend = ScriptedBackend()
-    bot = Bot(config, backends=[backend], knowledge=PayloadKnowledge())
+    bot = Bot(config, backends=[backend], knowledge=FixedKnowledge(PayloadRetriever()))
     await bot.start()
     app = create_app(bot, settings=kit.web_settings(), owns_bot=False)
     try:

@@ -14,6 +14,8 @@
    ScriptedBackend whose first token always takes 200 ms, 16 concurrent SSE streams.
    Reported for the whole turn (HTTP + store + lock + retrieval) and, by also driving
    ``bot.handle_stream`` in-process, for the web layer alone. Target: p95 <= 50 ms.
+   Every turn asks another question of the faq-agent's questions.jsonl (direct,
+   paraphrased and misspelt ones), so no cache of a repeated question can flatter it.
 
 Servers run in their own processes; the load generator runs here. Uses a slice of the
 faq-agent help centre (Markdown articles + the FAQ) so ingestion stays short. Prints a
@@ -112,30 +114,33 @@ def serve(bot_dir: str, port: int) -> None:
         streams, rounds = int(request.query_params["streams"]), int(request.query_params["rounds"])
         overheads: list[float] = []
 
-        async def one() -> None:
+        qs = questions(TTFT_KINDS)
+
+        async def one(stream: int) -> None:
             conversation_id = await scripted.new_conversation(channel="bench")
             for index in range(rounds + 1):
                 started = time.monotonic()
                 first = None
+                text = qs[(stream + index * streams) % len(qs)]
                 async for event in scripted.handle_stream(IncomingMessage(
-                        text="How do I reset my password?", conversation_id=conversation_id, channel="bench")):
+                        text=text, conversation_id=conversation_id, channel="bench")):
                     if first is None and isinstance(event, ReplyDelta):
                         first = time.monotonic() - started
                 if index and first is not None:
                     overheads.append(first - FIRST_TOKEN_DELAY_S)
 
-        await asyncio.gather(*(one() for _ in range(streams)))
+        await asyncio.gather(*(one(i) for i in range(streams)))
         retrievals: list[float] = []  # what retrieval alone costs at the same concurrency, on the turns' pool
         loop = asyncio.get_running_loop()
 
-        async def retrieve() -> None:
-            for _ in range(rounds):
+        async def retrieve(stream: int) -> None:
+            for index in range(rounds):
                 started = time.monotonic()
                 await loop.run_in_executor(retrieval_executor(), bot.knowledge.retriever.retrieve,
-                                           "How do I reset my password?")
+                                           qs[(stream + index * streams + 7) % len(qs)])
                 retrievals.append(time.monotonic() - started)
 
-        await asyncio.gather(*(retrieve() for _ in range(streams)))
+        await asyncio.gather(*(retrieve(i) for i in range(streams)))
         return JSONResponse({"overheads": overheads, "retrievals": retrievals})
 
     async def direct_chat(request: Any) -> JSONResponse:
@@ -241,9 +246,13 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, time
     raise RuntimeError(f"server at {url} not ready:\n{log.read_text()[-3000:]}")
 
 
-def questions() -> list[str]:
+TTFT_KINDS = ("direct", "paraphrase", "typo")
+
+
+def questions(kinds: tuple[str, ...] = ("direct", "paraphrase")) -> list[str]:
+    """The faq-agent's evaluation questions of these kinds, in file order."""
     rows = [json.loads(line) for line in (EXAMPLE / "questions.jsonl").read_text().splitlines() if line.strip()]
-    return [r["question"] for r in rows if r.get("kind") in ("direct", "paraphrase")] or ["How do I reset my password?"]
+    return [r["question"] for r in rows if r.get("kind") in kinds] or ["How do I reset my password?"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -306,23 +315,25 @@ async def alternate(base: str, args: argparse.Namespace) -> tuple[dict[str, Any]
 async def ttft_http(url: str, streams: int, rounds: int) -> list[float]:
     """``streams`` concurrent SSE turns, ``rounds`` each (after one warm-up)."""
     overheads: list[float] = []
+    qs = questions(TTFT_KINDS)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=streams * 2)) as http:
 
-        async def one() -> None:
+        async def one(stream: int) -> None:
             created = (await http.post("/api/v1/conversations", headers={"X-Bot-Key": PUBLIC_KEY})).json()
             headers = {"Authorization": f"Bearer {created['token']}", "Accept": "text/event-stream"}
             for index in range(rounds + 1):
                 started = time.monotonic()
                 first = None
+                text = qs[(stream + index * streams + 3) % len(qs)]
                 async with http.stream("POST", f"/api/v1/conversations/{created['id']}/messages",
-                                       json={"text": "How do I reset my password?"}, headers=headers) as response:
+                                       json={"text": text}, headers=headers) as response:
                     async for line in response.aiter_lines():
                         if first is None and line.startswith("event: delta"):
                             first = time.monotonic() - started
                 if index and first is not None:
                     overheads.append(first - FIRST_TOKEN_DELAY_S)
 
-        await asyncio.gather(*(one() for _ in range(streams)))
+        await asyncio.gather(*(one(i) for i in range(streams)))
     return overheads
 
 

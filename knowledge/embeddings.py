@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from knowledge.batching import Batcher
 from knowledge.errors import EmbeddingModelError
 from knowledge.settings import DEFAULT_EMBEDDING_MODEL, QUERY_RUNTIMES, KnowledgeSettings, QueryRuntime
 
@@ -71,118 +72,30 @@ class Embedder(ABC):
         return self.embed([text])[0]
 
 
-class _Request:
-    """One query waiting in a :class:`QueryBatcher`."""
+class QueryBatcher(Batcher[str, np.ndarray]):
+    """Coalesces concurrent single-text embeddings into batched calls of ``embed``
+    (a :class:`~knowledge.batching.Batcher`).
 
-    __slots__ = ("done", "error", "lead", "text", "vector")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.done = threading.Event()
-        self.lead = False  # woken to encode the next batch rather than with a result
-        self.vector: np.ndarray | None = None
-        self.error: BaseException | None = None
-
-
-class QueryBatcher:
-    """Coalesces concurrent single-text embeddings into batched calls of ``embed``.
-
-    A leader/follower scheme, no background thread: a call that finds no batch running
-    encodes at once (no added latency when idle), taking every query pending at that
-    moment (at most ``max_batch``). Calls that arrive while a batch runs wait; when the
-    batch ends, its leader wakes the oldest waiting call to lead the next batch, which
-    takes everything that queued meanwhile. So ``n`` concurrent queries cost about two
-    ``embed`` calls instead of ``n`` competing ones, and a caller encodes at most one
-    batch: the one holding its own query.
+    A call that finds no batch running encodes at once (no added latency when idle); calls
+    that arrive meanwhile share the next ``embed`` call. So ``n`` concurrent queries cost
+    about two ``embed`` calls instead of ``n`` competing ones.
 
     Thread-safe. If ``embed`` raises, every query of that batch raises the same exception;
     the next batch runs normally. ``embed`` must return one row per text, in order.
     """
 
     def __init__(self, embed: Callable[[Sequence[str]], np.ndarray], *, max_batch: int = 64) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self._embed = embed
-        self.max_batch = max_batch
-        self._lock = threading.Lock()
-        self._pending: list[_Request] = []
-        self._running = False
-        self.batches = 0
-        """``embed`` calls made so far (for tests and benchmarks)."""
+        def run(texts: Sequence[str]) -> np.ndarray:
+            vectors = embed(texts)
+            if len(vectors) != len(texts):
+                raise RuntimeError(f"embed returned {len(vectors)} vectors for {len(texts)} texts")
+            return vectors
 
-    @property
-    def pending(self) -> int:
-        """Queries waiting for the running batch to end."""
-        with self._lock:
-            return len(self._pending)
+        super().__init__(run, max_batch=max_batch)
 
     def embed_query(self, text: str) -> np.ndarray:
         """The vector of ``text`` (1-D), computed in a batch with concurrent callers' queries."""
-        request = _Request(text)
-        with self._lock:
-            self._pending.append(request)
-            lead = not self._running
-            self._running = True
-        if not lead:
-            try:
-                request.done.wait()
-            except BaseException:  # interrupted while queued: never strand the batches after it
-                self._abandon(request)
-                raise
-            if not request.lead:
-                return _result(request)
-        self._run_batch()
-        return _result(request)
-
-    def _run_batch(self) -> None:
-        """Encode the pending queries (the caller's own is the oldest), then hand over."""
-        with self._lock:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            self.batches += 1
-        try:
-            vectors = self._embed([r.text for r in batch])
-            if len(vectors) != len(batch):
-                raise RuntimeError(f"embed returned {len(vectors)} vectors for {len(batch)} texts")
-        except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch, re-raised there
-            for r in batch:
-                r.error = exc
-        else:
-            for r, vector in zip(batch, vectors):
-                r.vector = vector
-        with self._lock:
-            successor = self._pending[0] if self._pending else None
-            if successor is None:
-                self._running = False
-            else:
-                successor.lead = True
-        for r in batch:
-            r.done.set()
-        if successor is not None:
-            successor.done.set()
-
-
-    def _abandon(self, request: _Request) -> None:
-        """Drop a query whose caller stopped waiting; pass the lead on if it had been handed it."""
-        with self._lock:
-            if request in self._pending:
-                self._pending.remove(request)
-            if not request.lead:
-                return
-            successor = self._pending[0] if self._pending else None
-            if successor is None:
-                self._running = False
-            else:
-                successor.lead = True
-        if successor is not None:
-            successor.done.set()
-
-
-def _result(request: _Request) -> np.ndarray:
-    if request.error is not None:
-        raise request.error
-    assert request.vector is not None
-    return request.vector
+        return self.call(text)
 
 
 class SentenceTransformerEmbedder(Embedder):

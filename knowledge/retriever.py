@@ -57,7 +57,9 @@ from knowledge.types import Passage
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "lexical")
 RRF_K = 60
-SEARCH_WORKERS = 4  # Chroma queries in flight at once, each beside its request's BM25 query
+# Chroma queries in flight at once, each beside its request's BM25 query. They wait in the
+# store's batcher (knowledge.batching), so as many as turns retrieve at once: 16 share one query.
+SEARCH_WORKERS = 16
 FILTER_KEYS = ("source", "kind", "origin")
 # A code-like word: starts and ends with a letter or digit, may hold . - / _ inside.
 _CODE = re.compile(r"[^\W_](?:[\w./-]*[^\W_])?")

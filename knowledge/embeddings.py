@@ -71,6 +71,11 @@ class Embedder(ABC):
         """Embed one query; a 1-D vector."""
         return self.embed([text])[0]
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed several queries at once (the retriever's batches of concurrent queries);
+        :meth:`embed` unless queries run on another runtime than documents."""
+        return self.embed(texts)
+
 
 class QueryBatcher(Batcher[str, np.ndarray]):
     """Coalesces concurrent single-text embeddings into batched calls of ``embed``
@@ -146,6 +151,12 @@ class SentenceTransformerEmbedder(Embedder):
         if self.query_encoder is None:
             return self.embed(texts)
         return self.query_encoder.encode(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed queries now, in one call (ONNX Runtime when :attr:`query_runtime` is ``onnx``)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self._embed_queries(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query; a 1-D vector. Concurrent calls share one ``encode`` call."""

@@ -41,24 +41,25 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
+from knowledge.batching import Batcher
 from knowledge.embeddings import Embedder
-from knowledge.lexical import LexicalIndex
+from knowledge.lexical import LexicalHit, LexicalIndex
 from knowledge.observe import emit
 from knowledge.settings import KnowledgeSettings
 from knowledge.spelling import Speller, wordpiece_words
-from knowledge.store import StoredChunk, VectorStore
+from knowledge.store import StoredChunk, VectorQuery, VectorStore
 from knowledge.types import Passage
 
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "lexical")
 RRF_K = 60
-# Chroma queries in flight at once, each beside its request's BM25 query. They wait in the
-# store's batcher (knowledge.batching), so as many as turns retrieve at once: 16 share one query.
+# BM25 queries in flight at once, each beside its request's query embedding and Chroma query.
 SEARCH_WORKERS = 16
 FILTER_KEYS = ("source", "kind", "origin")
 # A code-like word: starts and ends with a letter or digit, may hold . - / _ inside.
@@ -68,9 +69,10 @@ _CODE = re.compile(r"[^\W_](?:[\w./-]*[^\W_])?")
 class Retriever:
     """Searches one knowledge base. Thread-safe; build it with :class:`knowledge.index.KnowledgeBase`.
 
-    A hybrid search sends its Chroma query to one of ``search_workers`` worker threads,
-    started on first use, while the calling thread runs the BM25 query (0: both in the
-    calling thread, one after the other).
+    A search sends its BM25 query to one of ``search_workers`` worker threads, started on
+    first use, while the calling thread embeds the query and runs the Chroma query (0: all
+    in the calling thread, one after the other). Concurrent searches embed their queries in
+    one batch and send the vectors to Chroma in one query (:mod:`knowledge.batching`).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Retriever:
         self.search_workers = search_workers
         self._executor: ThreadPoolExecutor | None = None  # started on the first hybrid search
         self._executor_lock = threading.Lock()
+        self._vectors: Batcher[_VectorJob, tuple[np.ndarray, list[StoredChunk]]] = Batcher(self._embed_and_search)
 
     def retrieve(
         self,
@@ -117,11 +120,7 @@ class Retriever:
         started, found = time.perf_counter(), None  # observed: knowledge.observe "retrieve"
         try:
             query = self.correct_spelling(query)
-            vector = self.embedder.embed_query(query)
-            found = self.retrieve_by_vector(
-                vector, query_text=query, k=k, filters=filters, mode=mode, threshold=threshold,
-                passage_threshold=passage_threshold,
-            )
+            found = self._search(None, self._plan(query, k=k, filters=filters, mode=mode), threshold, passage_threshold)
             return found
         finally:
             emit("retrieve", seconds=time.perf_counter() - started, passages=len(found or ()), ok=found is not None)
@@ -151,43 +150,68 @@ class Retriever:
 
         Hybrid and lexical modes need ``query_text``; without it the search is vector-only.
         """
-        k = k or self.settings.top_k
+        plan = self._plan(query_text, k=k, filters=filters, mode=mode)
+        return self._search(np.asarray(vector, dtype=np.float32), plan, threshold, passage_threshold)
+
+    def _plan(self, query_text: str | None, *, k: int | None, filters: Mapping[str, Any] | None, mode: Mode | None) -> _Plan:
+        """The validated arguments of one search."""
         mode = mode or ("hybrid" if self.settings.hybrid else "vector")
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; known modes: {', '.join(MODES)}")
         if query_text is None:
             mode = "vector"
-        threshold = self.settings.score_threshold if threshold is None else threshold
-        if passage_threshold is None:
-            passage_threshold = self.settings.passage_threshold
         filters = dict(filters or {})
         unknown = set(filters) - set(FILTER_KEYS)
         if unknown:
             raise ValueError(f"unknown filter {sorted(unknown)}; known filters: {', '.join(FILTER_KEYS)}")
-        vector = np.asarray(vector, dtype=np.float32)
-        depth = max(4 * k, 20)
+        k = k or self.settings.top_k
+        where = (self._where(filters) if filters else {}) if mode in ("hybrid", "vector") else None
+        return _Plan(query_text=query_text, k=k, depth=max(4 * k, 20), mode=mode, filters=filters, where=where,
+                     lexical=mode in ("hybrid", "lexical") and bool(query_text))
+
+    def _embed_and_search(self, jobs: Sequence[_VectorJob]) -> list[tuple[np.ndarray, list[StoredChunk]]]:
+        """Embed the jobs' queries in one call and run their Chroma queries in one query."""
+        vectors = np.asarray(self.embedder.embed_queries([j.text for j in jobs]), dtype=np.float32)
+        if len(vectors) != len(jobs):
+            raise RuntimeError(f"embed_queries returned {len(vectors)} vectors for {len(jobs)} queries")
+        searching = [i for i, j in enumerate(jobs) if j.search is not None]
+        found = self.store.query_many([replace(jobs[i].search, vector=vectors[i]) for i in searching])  # type: ignore[type-var]
+        hits = dict(zip(searching, found))
+        return [(vectors[i], hits.get(i, [])) for i in range(len(jobs))]
+
+    def _search(
+        self, vector: np.ndarray | None, plan: _Plan, threshold: float | None, passage_threshold: float | None
+    ) -> list[Passage]:
+        """Rank, floor and read the passages of ``plan`` (embedding ``plan.query_text`` when
+        ``vector`` is None)."""
+        k, mode, filters = plan.k, plan.mode, plan.filters
+        threshold = self.settings.score_threshold if threshold is None else threshold
+        if passage_threshold is None:
+            passage_threshold = self.settings.passage_threshold
+        search = None
+        if plan.where is not None:
+            search = VectorQuery(_NO_VECTOR, k=plan.depth, where=plan.where or None, with_data=bool(filters.get("source")))
 
         # 1. Rankings: ids (and cosine similarities) only; the texts are read for the winners.
-        #    In hybrid mode the Chroma query runs on a worker thread while this one runs the BM25
-        #    query: SQLite releases the GIL while it searches, so the two overlap. (Chroma's
-        #    query is the one sent away: started second, on this thread, it held the GIL and the
-        #    BM25 query only began once it had finished.)
-        vector_hits: Future[list[StoredChunk]] | list[StoredChunk] = []
-        if mode in ("hybrid", "vector"):
-            where = self._where(filters) if filters else {}
-            if where is not None:
-                vector_hits = self._call(
-                    self.store.query, vector, k=depth, where=where or None, with_data=bool(filters.get("source")),
-                    background=mode == "hybrid" and bool(query_text),
-                )
-        lexical_ranks: dict[str, int] = {}
-        if mode in ("hybrid", "lexical") and query_text:
-            try:
-                lexical_ranks = {hit.chunk_id: hit.rank for hit in self.lexical.search(query_text, k=depth, filters=filters)}
-            finally:
-                if isinstance(vector_hits, Future):
-                    vector_hits = vector_hits.result()  # waited for even on error: never left running
-        hits = vector_hits.result() if isinstance(vector_hits, Future) else vector_hits
+        #    The BM25 query runs on a worker thread (SQLite releases the GIL while it searches)
+        #    while this one embeds the query and runs the Chroma query, both batched with
+        #    concurrent searches' (knowledge.batching).
+        lexical: Future[list[LexicalHit]] | list[LexicalHit] = []
+        if plan.lexical:
+            lexical = self._call(self.lexical.search, plan.query_text, k=plan.depth, filters=filters, background=True)
+        try:
+            if vector is None:
+                assert plan.query_text is not None
+                vector, hits = self._vectors.call(_VectorJob(plan.query_text, search))
+            else:
+                hits = self.store.query(vector, k=search.k, where=search.where, with_data=search.with_data) if search else []
+        except BaseException:
+            if isinstance(lexical, Future):
+                wait([lexical])  # never left running
+            raise
+        lexical_hits = lexical.result() if isinstance(lexical, Future) else lexical
+        lexical_ranks = {hit.chunk_id: hit.rank for hit in lexical_hits}
+        query_text = plan.query_text
         vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
         order = _fuse(list(vector_sims), lexical_ranks, mode)
         # One version per source while it is re-ingested: only chunks the committed manifest names.
@@ -264,6 +288,31 @@ class Retriever:
         if not clauses:
             return {}
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One search's validated arguments. ``where``: the Chroma filter (``{}`` none), or None
+    for no vector search (lexical mode, or filters that nothing can match)."""
+
+    query_text: str | None
+    k: int
+    depth: int
+    mode: str
+    filters: dict[str, Any]
+    where: dict[str, Any] | None
+    lexical: bool
+
+
+@dataclass(frozen=True)
+class _VectorJob:
+    """A query to embed, and its Chroma query (its vector filled in) unless ``search`` is None."""
+
+    text: str
+    search: VectorQuery | None
+
+
+_NO_VECTOR = np.zeros(0, dtype=np.float32)
 
 
 def _page(

@@ -93,7 +93,7 @@ class VectorStore:
         self.model_id = str(metadata.get(MODEL_KEY, ""))
         self.dimension = int(metadata.get(DIMENSION_KEY, 0))
         self._max_batch = _max_batch(client)
-        self._queries: Batcher[_Query, list[StoredChunk]] = Batcher(self._query_batch)
+        self._queries: Batcher[VectorQuery, list[StoredChunk]] = Batcher(self.query_many)
         self._gets: Batcher[_Get, list[StoredChunk]] = Batcher(self._get_batch)
 
     @classmethod
@@ -237,21 +237,24 @@ class VectorStore:
         """
         if k <= 0:
             return []
-        where_key = json.dumps(dict(where), sort_keys=True, default=str) if where else ""
-        return self._queries.call(_Query(np.asarray(vector, dtype=np.float32), k, where_key, with_data))
+        return self._queries.call(VectorQuery(np.asarray(vector, dtype=np.float32), k=k, where=where, with_data=with_data))
 
-    def _query_batch(self, requests: Sequence[_Query]) -> list[list[StoredChunk]]:
-        """One Chroma query per distinct (k, where, with_data) of the requests."""
-        results: list[list[StoredChunk]] = [[] for _ in requests]
+    def query_many(self, queries: Sequence[VectorQuery]) -> list[list[StoredChunk]]:
+        """:meth:`query` for each of ``queries``, in order, in one Chroma query per distinct
+        (``k``, ``where``, ``with_data``): the batch behind concurrent :meth:`query` calls."""
+        results: list[list[StoredChunk]] = [[] for _ in queries]
         groups: dict[tuple[int, str, bool], list[int]] = {}
-        for index, r in enumerate(requests):
-            groups.setdefault((r.k, r.where, r.with_data), []).append(index)
-        for (k, where, with_data), members in groups.items():
+        for index, q in enumerate(queries):
+            if q.k > 0:
+                where = json.dumps(dict(q.where), sort_keys=True, default=str) if q.where else ""
+                groups.setdefault((q.k, where, q.with_data), []).append(index)
+        for (k, _, with_data), members in groups.items():
+            where = queries[members[0]].where
             with _chroma_errors("search"):
                 result = self._collection.query(
-                    query_embeddings=[requests[i].vector for i in members],
+                    query_embeddings=[np.asarray(queries[i].vector, dtype=np.float32) for i in members],
                     n_results=k,
-                    where=json.loads(where) if where else None,
+                    where=dict(where) if where else None,
                     include=["documents", "metadatas", "distances"] if with_data else ["distances"],
                 )
             documents = result.get("documents") if with_data else None
@@ -270,13 +273,14 @@ class VectorStore:
 
 
 @dataclass(frozen=True)
-class _Query:
-    """One :meth:`VectorStore.query` waiting to be batched (``where`` as canonical JSON)."""
+class VectorQuery:
+    """One nearest-neighbour search of :meth:`VectorStore.query_many` (its arguments as in
+    :meth:`VectorStore.query`)."""
 
     vector: np.ndarray
     k: int
-    where: str
-    with_data: bool
+    where: Mapping[str, Any] | None = None
+    with_data: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ and an error reaches every caller of the failed batch."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +15,7 @@ import pytest
 
 from knowledge.batching import Batcher
 from knowledge.errors import IndexUnavailable
-from knowledge.store import VectorStore, _Query
+from knowledge.store import VectorQuery, VectorStore
 from knowledge.types import Chunk
 
 DIM = 8
@@ -136,7 +135,7 @@ def test_concurrent_queries_share_chroma_calls_and_match_single_queries(store, m
     vs, vectors = store
     cases = [(vectors[i], {"k": 3 + i % 3, "where": {"kind": "faq"} if i % 4 == 0 else None, "with_data": i % 2 == 0})
              for i in range(20)]
-    alone = [vs._query_batch([_as_query(v, **kw)])[0] for v, kw in cases]
+    alone = [vs.query_many([VectorQuery(v, **kw)])[0] for v, kw in cases]
     calls = []
     real = vs._collection.query
     gate = threading.Event()
@@ -205,7 +204,3 @@ def test_a_chroma_failure_reaches_every_waiting_query(store, monkeypatch) -> Non
     assert len(calls) == 2
     monkeypatch.undo()
     assert vs.query(vectors[0], k=1)[0].id == "id-0"  # the next batch works
-
-
-def _as_query(vector: np.ndarray, *, k: int, where: dict | None, with_data: bool) -> _Query:
-    return _Query(np.asarray(vector, dtype=np.float32), k, json.dumps(where, sort_keys=True) if where else "", with_data)

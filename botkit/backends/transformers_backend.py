@@ -7,8 +7,8 @@ is downloaded. Settings come from the ``transformers:`` section of ``bot.yaml``
 ``temperature`` (0: greedy), ``timeout_s``.
 
 The model loads once per (path, device) in a worker thread on first use and is shared by
-every backend instance (see :mod:`botkit.backends._hf_models`). Generation runs in a
-thread; the deadline is a ``StoppingCriteria`` checked after every token, so a slow
+every backend instance (see :mod:`botkit.backends._hf_models`). Generation runs on the
+model's own long-lived thread, one reply at a time; the deadline is a ``StoppingCriteria`` checked after every token, so a slow
 model stops in time and the call raises :class:`~botkit.errors.BackendTimeout`. The
 prompt is rendered with the tokenizer's chat template (or a plain ``Role: content``
 transcript) and fitted to the context: the oldest history turns go first, then the tail
@@ -18,6 +18,7 @@ of the system message, keeping the latest user message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import threading
@@ -104,9 +105,7 @@ class TransformersBackend(Backend):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
         max_new = prompt.max_tokens or self.options.max_new_tokens
-        thread = threading.Thread(target=self._run, args=(loaded, prompt.messages, max_new, deadline, cancel, loop, queue),
-                                  name=f"botkit-generate-{self.model}", daemon=True)
-        thread.start()
+        loaded.worker.submit(functools.partial(self._run, loaded, prompt.messages, max_new, deadline, cancel, loop, queue))
         parts: list[str] = []
         try:
             while True:
@@ -135,7 +134,8 @@ class TransformersBackend(Backend):
 
     def _run(self, loaded: _hf_models.LoadedModel, messages: list[ChatMessage], max_new: int, deadline: float,
              cancel: threading.Event, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
-        """Generation thread: text pieces, then (prompt_tokens, new_tokens, timed_out) or an error."""
+        """A job on the model's generation thread: text pieces, then (prompt_tokens, new_tokens,
+        timed_out) or an error. A reply that waited its whole deadline in the queue is not started."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -157,24 +157,21 @@ class TransformersBackend(Backend):
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
         try:
-            if not loaded.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if cancel.is_set() or time.monotonic() >= deadline:  # waited its whole deadline behind other replies
                 put((0, 0, True))
                 return
-            try:
-                ids, max_new = fit_prompt(loaded, messages, max_new)
-                input_ids = torch.tensor([ids], device=loaded.device)
-                stopper = Deadline()
-                sampling = {"do_sample": True, "temperature": self.options.temperature} if self.options.temperature > 0 \
-                    else {"do_sample": False}
-                with torch.inference_mode():
-                    output = loaded.model.generate(
-                        input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new,
-                        streamer=Streamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True),
-                        stopping_criteria=StoppingCriteriaList([stopper]),
-                        pad_token_id=loaded.tokenizer.pad_token_id, **sampling,
-                    )
-            finally:
-                loaded.lock.release()
+            ids, max_new = fit_prompt(loaded, messages, max_new)
+            input_ids = torch.tensor([ids], device=loaded.device)
+            stopper = Deadline()
+            sampling = {"do_sample": True, "temperature": self.options.temperature} if self.options.temperature > 0 \
+                else {"do_sample": False}
+            with torch.inference_mode():
+                output = loaded.model.generate(
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new,
+                    streamer=Streamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True),
+                    stopping_criteria=StoppingCriteriaList([stopper]),
+                    pad_token_id=loaded.tokenizer.pad_token_id, **sampling,
+                )
             put((len(ids), int(output.shape[1]) - len(ids), stopper.hit))
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine as a BackendError
             late = time.monotonic() >= deadline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,48 @@ def test_count_tokens_uses_the_model_tokenizer(tiny_model: Path, config: BotConf
         _hf_models.load_tokenizer(backend.source).encode("reset your password", add_special_tokens=False)
     )
     assert _hf_models.loaded_models() == []  # counting does not load the weights
+
+
+async def test_generations_reuse_the_model_thread(tiny_model: Path, config: BotConfig) -> None:
+    """One long-lived thread per model: GPU libraries keep per-thread state (handles,
+    attention plans) that a fresh thread per reply would rebuild every time."""
+    backend = TransformersBackend(model=str(tiny_model), config=config)
+    for _ in range(3):
+        await backend.generate(prompt(), timeout=60)
+    workers = [t for t in threading.enumerate() if t.name.startswith("botkit-generate-")]
+    assert len(workers) == 1 and workers[0].daemon
+    _hf_models.clear_cache()
+    workers[0].join(timeout=5)
+    assert not workers[0].is_alive()  # clearing the cache lets the thread end
+
+
+async def test_a_reply_that_waited_past_its_deadline_is_not_started(tiny_model: Path, config: BotConfig) -> None:
+    backend = TransformersBackend(model=str(tiny_model), config=config)
+    loaded = await backend.load()
+    calls = []
+    real_generate = loaded.model.generate
+    loaded.model.generate = lambda *a, **kw: calls.append(1) or real_generate(*a, **kw)
+    busy = threading.Event()
+    loaded.worker.submit(lambda: busy.wait(5))  # another reply holding the model
+    with pytest.raises(BackendTimeout):
+        await backend.generate(prompt(), timeout=0.2)
+    busy.set()
+    assert (await backend.generate(prompt(), timeout=60)).usage.completion_tokens == 8
+    assert len(calls) == 1  # only the second reply ran
+
+
+def test_generation_worker_runs_jobs_in_order_and_survives_a_failure() -> None:
+    worker = _hf_models.GenerationWorker("botkit-generate-test")
+    done: list[object] = []
+    finished = threading.Event()
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    worker.submit(lambda: done.append(threading.current_thread()))
+    worker.submit(fail)
+    worker.submit(lambda: done.append(threading.current_thread()))
+    worker.submit(finished.set)
+    assert finished.wait(5)
+    assert len(done) == 2 and done[0] is done[1]
+    worker.stop()

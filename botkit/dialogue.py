@@ -212,15 +212,29 @@ class DialogueManager:
             bot=bot, channel=incoming.channel, external_id=incoming.external_id, metadata=incoming.metadata or None
         )
 
+    async def _record_incoming(self, incoming: IncomingMessage, text: str) -> tuple[Conversation, Message, bool]:
+        """Record the user message, in its conversation (started if new): the turn's first
+        write, one unit of work where the store can when the message names its conversation."""
+        if incoming.conversation_id:
+            if not _CONVERSATION_ID.fullmatch(incoming.conversation_id):
+                raise InvalidMessage("conversation_id: use 1 to 64 letters, digits, '.', '_', ':' or '-'")
+            return await self.store.record_user_message(
+                incoming.conversation_id, text, bot=self.config.name, channel=incoming.channel,
+                external_id=incoming.external_id, metadata=incoming.metadata or None,
+                channel_message_id=incoming.channel_message_id,
+            )
+        conversation = await self.conversation_for(incoming)
+        user, created = await self.store.add_user_message(
+            conversation.id, text, channel_message_id=incoming.channel_message_id
+        )
+        return conversation, user, created
+
     async def _turn(self, incoming: IncomingMessage, *, streaming: bool) -> AsyncIterator[ReplyEvent]:
         started = time.perf_counter()
         metrics.begin_turn(self.config)  # observability
         limits = self.config.limits
         text = clean_text(incoming.text, max_chars=limits.max_message_chars)
-        conversation = await self.conversation_for(incoming)
-        user, created = await self.store.add_user_message(
-            conversation.id, text, channel_message_id=incoming.channel_message_id
-        )
+        conversation, user, created = await self._record_incoming(incoming, text)
         if not created:
             stored = await self.store.get_reply(user.id)
             if stored is not None:
@@ -228,7 +242,10 @@ class DialogueManager:
                 return
         lock_requested = time.perf_counter()  # observability
         # The lock comes with the conversation as read inside it: a human may have taken over.
-        async with self.store.turn(conversation.id, timeout=limits.lock_timeout_s, message=user) as fresh:
+        # The history window is read with it, in the lock's own round trip where the store can.
+        async with self.store.turn_with_history(
+            conversation.id, timeout=limits.lock_timeout_s, message=user, history=limits.history_turns + 1
+        ) as (fresh, history):
             metrics.lock_waited(time.perf_counter() - lock_requested)  # observability
             if not created:  # a retry of a turn that may have finished while we waited
                 stored = await self.store.get_reply(user.id)
@@ -247,14 +264,14 @@ class DialogueManager:
                 yield ReplyDelta(reply.text)
                 yield ReplyDone(reply)
                 return
-            async for event in self._answer(conversation, user, text, started, streaming=streaming):
+            async for event in self._answer(conversation, user, text, history, started, streaming=streaming):
                 yield event
 
     async def _answer(
-        self, conversation: Conversation, user: Message, text: str, started: float, *, streaming: bool
+        self, conversation: Conversation, user: Message, text: str, window: Sequence[Message], started: float, *,
+        streaming: bool,
     ) -> AsyncIterator[ReplyEvent]:
-        history = await self.store.history(conversation.id, limit=self.config.limits.history_turns + 1)
-        history = [m for m in history if m.id != user.id and m.role in ("user", "assistant", "agent")]
+        history = [m for m in window if m.id != user.id and m.role in ("user", "assistant", "agent")]
         query = contextualize(text, [m.text for m in history if m.role == "user"])
         try:
             passages = await self._retrieve(query)
@@ -355,7 +372,7 @@ class DialogueManager:
     ) -> Reply:
         latency_ms = (time.perf_counter() - started) * 1000
         usage = completion.usage if completion else None
-        message = await self.store.add_bot_message(
+        message = await self.store.add_turn_reply(  # the turn's last write: may release its lock with it
             conversation.id, text, reply_to=user.id,
             citations=[c.to_dict() for c in citations],
             backend=completion.backend if completion else backend,

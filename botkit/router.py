@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from botkit import metrics
+from botkit._aio import within
 from botkit.backends.base import Backend, Completion, Done, Prompt, StreamEvent, TextDelta, backend_error
 from botkit.errors import BackendError, BackendTimeout
 
@@ -176,7 +177,7 @@ class Router:
                 continue
             started = time.monotonic()
             try:
-                completion = await asyncio.wait_for(slot.backend.generate(prompt, timeout=budget), budget + _GRACE_S)
+                completion = await within(slot.backend.generate(prompt, timeout=budget), budget + _GRACE_S)
             except (BackendError, TimeoutError, asyncio.TimeoutError) as exc:
                 self._failed(slot, exc, started, budget, attempts)
                 continue
@@ -202,7 +203,7 @@ class Router:
             try:
                 while True:
                     try:
-                        event = await asyncio.wait_for(events.__anext__(), max(0.0, attempt_deadline - time.monotonic()))
+                        event = await within(events.__anext__(), max(0.0, attempt_deadline - time.monotonic()))
                     except StopAsyncIteration as exc:
                         raise backend_error(BackendError, f"{slot.name}: stream ended without Done", retryable=False) from exc
                     if isinstance(event, Done):

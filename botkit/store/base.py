@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
+from botkit.errors import StoreError
+
 ConversationState = Literal["bot", "handoff", "closed"]
 """``bot``: the bot answers; ``handoff``: a human holds it; ``closed``: finished."""
 STATES: tuple[ConversationState, ...] = ("bot", "handoff", "closed")
@@ -174,6 +176,40 @@ class ConversationStore(ABC):
         decides, not a check-then-insert).
         """
 
+    async def record_user_message(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        bot: str,
+        channel: str,
+        external_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        channel_message_id: str | None = None,
+    ) -> tuple[Conversation, Message, bool]:
+        """A turn's first write: :meth:`add_user_message` in conversation ``conversation_id``,
+        starting it first (as :meth:`create_conversation` with ``bot``, ``channel``,
+        ``external_id`` and ``metadata``) when no such conversation exists. Returns
+        ``(conversation, message, created)``, ``created`` as in :meth:`add_user_message`.
+
+        The default is :meth:`get_conversation`, then :meth:`create_conversation` if
+        needed (a concurrent start of the same id is tolerated), then
+        :meth:`add_user_message`; a store may do it all in one unit of work.
+        """
+        conversation = await self.get_conversation(conversation_id)
+        if conversation is None:
+            try:
+                conversation = await self.create_conversation(
+                    bot=bot, channel=channel, external_id=external_id, metadata=metadata,
+                    conversation_id=conversation_id,
+                )
+            except StoreError:  # started by a concurrent turn with the same new id
+                conversation = await self.get_conversation(conversation_id)
+                if conversation is None:
+                    raise
+        message, created = await self.add_user_message(conversation_id, text, channel_message_id=channel_message_id)
+        return conversation, message, created
+
     @abstractmethod
     async def add_bot_message(
         self,
@@ -196,6 +232,31 @@ class ConversationStore(ABC):
         ``reply_to`` is the id of the user message it answers. ``citations`` are JSON
         objects (mappings, dataclasses or pydantic models are converted).
         """
+
+    async def add_turn_reply(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        reply_to: int,
+        citations: Sequence[Mapping[str, Any] | Any] = (),
+        backend: str | None = None,
+        latency_ms: int | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        abstained: bool = False,
+    ) -> Message:
+        """Record the bot reply that ends a turn (as :meth:`add_bot_message` with role
+        ``assistant``), from inside that turn's :meth:`turn` block, as its last write.
+
+        The store may release the conversation's turn lock in the same unit of work: the
+        next turn (on any worker) may start once the reply is stored, and the block's exit
+        has nothing left to release. The default is :meth:`add_bot_message`.
+        """
+        return await self.add_bot_message(
+            conversation_id, text, reply_to=reply_to, citations=citations, backend=backend, latency_ms=latency_ms,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, abstained=abstained,
+        )
 
     @abstractmethod
     async def get_message(self, message_id: int) -> Message | None:
@@ -313,6 +374,23 @@ class ConversationStore(ABC):
                     return
             await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
             delay = min(delay * 2, ORDER_POLL_MAX_S)
+
+    @asynccontextmanager
+    async def turn_with_history(
+        self, conversation_id: str, *, timeout: float, message: Message | None = None, history: int
+    ) -> AsyncIterator[tuple[Conversation | None, list[Message]]]:
+        """:meth:`turn`, also giving the block the conversation's last ``history`` messages
+        (oldest first, as :meth:`history`) read once the lock is held: what a turn answers
+        from. The window is empty when the conversation does not exist or a human holds it.
+
+        The default is :meth:`turn`, then :meth:`history`; a store may read the window in
+        the lock's own round trip.
+        """
+        async with self.turn(conversation_id, timeout=timeout, message=message) as conversation:
+            window: list[Message] = []
+            if conversation is not None and conversation.state != "handoff" and history > 0:
+                window = await self.history(conversation_id, limit=history)
+            yield conversation, window
 
     async def _earlier_unanswered(self, conversation_id: str, message: Message, window_s: float) -> bool:
         """Whether a user message recorded before ``message`` (within ``window_s``, after

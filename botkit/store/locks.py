@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
+from botkit._aio import within
 from botkit.errors import ConversationLocked, StoreUnavailable
 from botkit.store.engine import PG_CONNECT_TIMEOUT_S, pool_options, translating
 from botkit.store.models import TurnLockRow
@@ -79,7 +80,7 @@ class LocalLocks:
         self._entries[key] = (lock, users + 1)
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), timeout)
+                await within(lock.acquire(), timeout)
             except asyncio.TimeoutError:
                 raise locked_error(key, timeout) from None
             try:
@@ -211,7 +212,9 @@ class LeaseLock:
         self._conversation_id = conversation_id
         self._lease_s = lease_s
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._renewer: asyncio.Task[None] | None = None
+        self._renewal: asyncio.TimerHandle | None = None  # the first renewal, a third of a lease away
+        self._renewer: asyncio.Task[None] | None = None  # renewing, once a turn outlasts that
+        self._released = False
 
     async def acquire(self, deadline: float, timeout: float, read: Read[T] | None = None) -> T | None:
         """Wait until the lease is free or expired and take it; renew it until :meth:`release`."""
@@ -226,17 +229,48 @@ class LeaseLock:
         except asyncio.CancelledError:
             await self._delete()  # the attempt in flight may have taken the lease
             raise
-        self._renewer = asyncio.get_running_loop().create_task(self._renew())
+        self._schedule_renewal()
         return value
 
     async def release(self) -> None:
-        """Stop renewing and delete the lease (if it is still ours)."""
+        """Stop renewing and delete the lease (if it is still ours and not released yet)."""
+        await self._stop_renewing()
+        if not self._released:
+            await self._delete()
+
+    async def release_with(self, action: str, work: Callable[..., T], *args: Any) -> T:
+        """Run the unit of work ``work(connection, *args)`` and delete the lease in the same
+        transaction: the holder's last write and the release commit together (one unit
+        instead of two). :meth:`release` then has nothing left to do; if ``work`` fails the
+        lease is still held (and renewed) until :meth:`release`."""
+        await self._stop_renewing()
+        try:
+            value = await self._units.run(action, _then_release, work, args, self._key(), write=True)
+        except BaseException:
+            self._schedule_renewal()
+            raise
+        self._released = True
+        return value
+
+    def _schedule_renewal(self) -> None:
+        """Renew from a third of a lease on: a timer, so a turn that ends sooner (most) never
+        starts the renewing task."""
+        loop = asyncio.get_running_loop()
+        self._renewal = loop.call_later(self._lease_s / 3, self._start_renewing)
+
+    def _start_renewing(self) -> None:
+        self._renewal = None
+        self._renewer = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _stop_renewing(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
         if self._renewer is not None:
             self._renewer.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await self._renewer
             self._renewer = None
-        await self._delete()
 
     async def _delete(self) -> None:
         try:
@@ -248,8 +282,8 @@ class LeaseLock:
         return {"cid": self._conversation_id, "me": self._holder, **values}
 
     async def _renew(self) -> None:
+        """Renew now, then every third of a lease, until cancelled or the lease was lost."""
         while True:
-            await asyncio.sleep(self._lease_s / 3)
             try:
                 renewed = await self._units.run(
                     "renew a conversation's turn lock", _execute, _RENEW, self._key(until=time.time() + self._lease_s),
@@ -257,16 +291,23 @@ class LeaseLock:
                 )
             except Exception as exc:
                 log.warning("turn lock of %s: renewal failed (%s)", self._conversation_id, exc)
-                continue
-            if not renewed:
-                log.warning("turn lock of %s: the lease lapsed and was taken over", self._conversation_id)
-                return
+            else:
+                if not renewed:
+                    log.warning("turn lock of %s: the lease lapsed and was taken over", self._conversation_id)
+                    return
+            await asyncio.sleep(self._lease_s / 3)
 
 
 def _take(connection: Connection, params: dict[str, Any], read: Read[T] | None) -> tuple[bool, T | None]:
     if connection.execute(_TAKE, {**params, "now": time.time()}).rowcount != 1:
         return False, None
     return True, (read(connection) if read is not None else None)
+
+
+def _then_release(connection: Connection, work: Callable[..., T], args: tuple[Any, ...], key: dict[str, Any]) -> T:
+    value = work(connection, *args)
+    connection.execute(_RELEASE, key)
+    return value
 
 
 def _execute(connection: Connection, statement: Executable, params: dict[str, Any]) -> int:
@@ -284,6 +325,7 @@ class TurnLocks:
         self._units = units
         self._lease_s = lease_s
         self._local = LocalLocks()
+        self._leases: dict[str, LeaseLock] = {}  # held by this process's turns, by conversation
         self._lock_engine: AsyncEngine | None = None
         if units.url.get_backend_name() == "postgresql":
             self._lock_engine = create_async_engine(
@@ -311,10 +353,23 @@ class TurnLocks:
                 lock = LeaseLock(self._units, conversation_id, lease_s=self._lease_s)
             async with translating("take a conversation's turn lock", self._units.url):
                 value = await lock.acquire(deadline, timeout, read)
+            if isinstance(lock, LeaseLock):
+                self._leases[conversation_id] = lock
             try:
                 yield value
             finally:
+                self._leases.pop(conversation_id, None)
                 await lock.release()
+
+    async def run_releasing(self, conversation_id: str, action: str, work: Callable[..., T], *args: Any) -> T:
+        """Run the write ``work(connection, *args)``; when this process holds the
+        conversation's lease (SQLite), release it in the same transaction (see
+        :meth:`LeaseLock.release_with`). Call it from inside :meth:`hold`'s block only,
+        as that block's last write."""
+        lease = self._leases.get(conversation_id)
+        if lease is None:
+            return await self._units.run(action, work, *args, write=True)
+        return await lease.release_with(action, work, *args)
 
     async def close(self) -> None:
         """Close the locks' own connections."""

@@ -62,6 +62,7 @@ NEXT_SEQ = (
     .values(last_seq=C.last_seq + 1, updated_at=param(C.updated_at, "at"))
     .returning(C.last_seq)
 )
+NEXT_SEQ_CONVERSATION = NEXT_SEQ.returning(*conversations.c)  # the counter and the whole row
 INSERT_MESSAGE = insert(messages).returning(*messages.c)
 NEXT_SEQ_CTE = NEXT_SEQ.cte("next_seq")
 PG_INSERT_MESSAGE = (
@@ -158,22 +159,24 @@ def claim_events(
     ]
 
 
-def read_conversation(connection: Connection, *, conversation_id: str) -> Row[Any] | None:
-    """The conversation's row (a turn lock's read)."""
-    return connection.execute(GET_CONVERSATION, {"cid": conversation_id}).first()
-
-
 def read_turn(
-    connection: Connection, *, conversation_id: str, seq: int, window_s: float
-) -> tuple[Row[Any] | None, bool]:
-    """A turn lock's read for the turn answering message ``seq``: the conversation's row, and
+    connection: Connection, *, conversation_id: str, seq: int | None, window_s: float, history: int = 0
+) -> tuple[Row[Any] | None, bool, list[Row[Any]]]:
+    """A turn lock's read for the turn answering message ``seq``: the conversation's row,
     whether an earlier message recorded in the last ``window_s`` seconds still waits for its
-    turn (then this turn lets it go first)."""
+    turn (then this turn lets it go first), and, when it does not, the conversation's last
+    ``history`` messages (newest first; none while a human holds the conversation).
+    ``seq=None``: no earlier-message check."""
     row = connection.execute(GET_CONVERSATION, {"cid": conversation_id}).first()
     if row is None or row.state == "handoff":
-        return row, False
-    params = {"cid": conversation_id, "seq": seq, "since": now() - timedelta(seconds=window_s)}
-    return row, connection.execute(EARLIER_UNANSWERED, params).first() is not None
+        return row, False, []
+    if seq is not None:
+        params = {"cid": conversation_id, "seq": seq, "since": now() - timedelta(seconds=window_s)}
+        if connection.execute(EARLIER_UNANSWERED, params).first() is not None:
+            return row, True, []
+    if history <= 0:
+        return row, False, []
+    return row, False, list(connection.execute(HISTORY, {"cid": conversation_id, "n": history}).all())
 
 
 def insert_message(connection: Connection, conversation_id: str, values: dict[str, Any]) -> Row[Any]:
@@ -184,6 +187,23 @@ def insert_message(connection: Connection, conversation_id: str, values: dict[st
         raise no_conversation(conversation_id)
     params = {**values, "conversation_id": conversation_id, "seq": seq, "created_at": at}
     return connection.execute(INSERT_MESSAGE, params).one()
+
+
+def record_user_message(
+    connection: Connection, conversation_id: str, values: dict[str, Any], start: dict[str, Any]
+) -> tuple[Row[Any], Row[Any]]:
+    """Insert a user message numbered by the conversation's counter, first inserting the
+    conversation (``start``: its columns but id and timestamps) when it does not exist;
+    return the conversation's and the message's rows. The counter's UPDATE returns the
+    conversation's row, so an existing conversation costs no extra read."""
+    at = now()
+    conversation = connection.execute(NEXT_SEQ_CONVERSATION, {"cid": conversation_id, "at": at}).first()
+    if conversation is None:
+        created = {**start, "id": conversation_id, "last_seq": 0, "created_at": at, "updated_at": at}
+        connection.execute(CREATE_CONVERSATION, created).one()
+        conversation = connection.execute(NEXT_SEQ_CONVERSATION, {"cid": conversation_id, "at": at}).one()
+    params = {**values, "conversation_id": conversation_id, "seq": conversation.last_seq, "created_at": at}
+    return conversation, connection.execute(INSERT_MESSAGE, params).one()
 
 
 def merge_metadata(connection: Connection, conversation_id: str, patch: dict[str, Any]) -> Row[Any]:

@@ -266,6 +266,41 @@ class SQLConversationStore(ConversationStore):
             return to_message(existing), False
         return to_message(row), True
 
+    async def record_user_message(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        bot: str,
+        channel: str,
+        external_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        channel_message_id: str | None = None,
+    ) -> tuple[Conversation, Message, bool]:
+        """See :meth:`ConversationStore.record_user_message`; on SQLite one unit of work (the
+        message counter's UPDATE returns the conversation). A duplicate ``channel_message_id``
+        rolls the unit back and takes the default path, which returns the stored message.
+        PostgreSQL keeps the default: a read and a one-statement insert, no transaction."""
+        units = self._opened()[0]
+        if units.dialect == "postgresql" or not _ID.fullmatch(conversation_id):
+            return await super().record_user_message(
+                conversation_id, text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
+                channel_message_id=channel_message_id,
+            )
+        values = q.message_values(role="user", text=text, channel_message_id=channel_message_id)
+        start = {"bot": bot, "channel": channel, "state": "bot", "external_id": external_id, "metadata": dict(metadata or {})}
+        try:
+            conversation, message = await units.run(
+                "record a user message", q.record_user_message, conversation_id, values, start, write=True,
+                passthrough=(IntegrityError,),
+            )
+        except IntegrityError:
+            return await super().record_user_message(
+                conversation_id, text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
+                channel_message_id=channel_message_id,
+            )
+        return to_conversation(conversation), to_message(message), True
+
     async def add_bot_message(
         self,
         conversation_id: str,
@@ -296,6 +331,37 @@ class SQLConversationStore(ConversationStore):
             channel_message_id=channel_message_id,
         )
         return to_message(await self._insert_message(f"record an {role} message", conversation_id, values))
+
+    async def add_turn_reply(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        reply_to: int,
+        citations: Sequence[Mapping[str, Any] | Any] = (),
+        backend: str | None = None,
+        latency_ms: int | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        abstained: bool = False,
+    ) -> Message:
+        """See :meth:`ConversationStore.add_turn_reply`. On SQLite the reply's insert and the
+        release of this process's lease are one unit of work; PostgreSQL's advisory lock
+        lives on its own connection and is released when the block exits."""
+        units, locks = self._opened()
+        if units.dialect == "postgresql":
+            return await super().add_turn_reply(
+                conversation_id, text, reply_to=reply_to, citations=citations, backend=backend,
+                latency_ms=latency_ms, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                abstained=abstained,
+            )
+        values = q.message_values(
+            role="assistant", text=text, reply_to=reply_to, citations=[json_object(c) for c in citations],
+            backend=backend, latency_ms=latency_ms, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            abstained=abstained,
+        )
+        row = await locks.run_releasing(conversation_id, "record an assistant message", q.insert_message, conversation_id, values)
+        return to_message(row)
 
     async def _insert_message(
         self, action: str, conversation_id: str, values: dict[str, Any], *,
@@ -407,21 +473,39 @@ class SQLConversationStore(ConversationStore):
         """See :meth:`ConversationStore.turn`; here the conversation (and, with ``message``,
         the earlier-message check) is read in the lock's own round trip (SQLite: the lease's
         transaction; PostgreSQL: the lock's connection)."""
+        async with self._turn(conversation_id, timeout, message, 0) as (conversation, _):
+            yield conversation
+
+    @asynccontextmanager
+    async def turn_with_history(
+        self, conversation_id: str, *, timeout: float, message: Message | None = None, history: int
+    ) -> AsyncIterator[tuple[Conversation | None, list[Message]]]:
+        """See :meth:`ConversationStore.turn_with_history`; the history window is read with
+        the conversation, in the lock's own round trip."""
+        async with self._turn(conversation_id, timeout, message, history) as found:
+            yield found
+
+    @asynccontextmanager
+    async def _turn(
+        self, conversation_id: str, timeout: float, message: Message | None, history: int
+    ) -> AsyncIterator[tuple[Conversation | None, list[Message]]]:
         locks = self._opened()[1]
-        if message is None:
-            read = partial(q.read_conversation, conversation_id=conversation_id)
-            async with locks.hold(conversation_id, timeout, read) as row:
-                yield None if row is None else to_conversation(row)
-            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = ORDER_POLL_S
-        read_turn = partial(q.read_turn, conversation_id=conversation_id, seq=message.seq, window_s=timeout)
+        read_turn = partial(
+            q.read_turn, conversation_id=conversation_id, seq=None if message is None else message.seq,
+            window_s=timeout, history=history,
+        )
         while True:
             async with locks.hold(conversation_id, max(deadline - loop.time(), ORDER_POLL_S), read_turn) as found:
-                row, earlier_waiting = found if found is not None else (None, False)
+                row, earlier_waiting, rows = found if found is not None else (None, False, [])
                 if not earlier_waiting or loop.time() >= deadline:
-                    yield None if row is None else to_conversation(row)
+                    if earlier_waiting and history > 0:  # gave up waiting: the read skipped the window
+                        window = await self.history(conversation_id, limit=history)
+                    else:
+                        window = [to_message(r) for r in reversed(rows)]
+                    yield (None if row is None else to_conversation(row)), window
                     return
             await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
             delay = min(delay * 2, ORDER_POLL_MAX_S)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+import uuid
+from functools import partial
+from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
+from botkit.errors import ConversationLocked, StoreError
 from botkit.store import SQLConversationStore
 from botkit.store.base import ConversationStore, Message
 
@@ -119,3 +125,100 @@ async def test_answered_earlier_messages_and_handoffs_do_not_hold_a_turn_back(st
         assert fresh is not None and fresh.state == "handoff"
     assert time.monotonic() - started < 1.0
     assert asked.seq < later.seq < unanswered.seq
+
+
+# -- the turn's own round trips: first write, window read in the lock, last write ----------
+
+
+@pytest.mark.parametrize("implementation", ["sql", "default"])
+async def test_record_user_message_starts_the_conversation_once_and_stays_idempotent(
+    store: SQLConversationStore, implementation: str
+) -> None:
+    record = store.record_user_message if implementation == "sql" else partial(ConversationStore.record_user_message, store)
+    cid = f"new-{uuid.uuid4().hex[:12]}"
+    conversation, first, created = await record(
+        cid, "hello", bot="b", channel="web", external_id="u1", metadata={"plan": "pro"}, channel_message_id="m1"
+    )
+    assert created and first.seq == 1 and first.role == "user" and first.conversation_id == cid
+    assert (conversation.id, conversation.bot, conversation.channel, conversation.external_id) == (cid, "b", "web", "u1")
+    assert conversation.state == "bot" and conversation.metadata == {"plan": "pro"}
+    assert await store.get_conversation(cid) == dataclasses.replace(conversation, updated_at=ANY)
+    again, same, created = await record(cid, "hello", bot="b", channel="web", channel_message_id="m1")
+    assert not created and same == first and again.id == cid
+    _, second, created = await record(cid, "and then?", bot="other", channel="slack", metadata={"x": 1})
+    assert created and second.seq == 2
+    stored = await store.get_conversation(cid)
+    assert stored is not None and (stored.bot, stored.metadata) == ("b", {"plan": "pro"})  # not started twice
+    assert [m.id for m in await store.history(cid, limit=10)] == [first.id, second.id]
+    with pytest.raises(ValueError, match="conversation id"):  # create_conversation's rule for new ids
+        await record("not:a-store-id", "hi", bot="b", channel="web")
+
+
+@pytest.mark.parametrize("implementation", ["sql", "default"])
+async def test_turn_with_history_reads_the_window_once_the_lock_is_held(
+    store: SQLConversationStore, store_url: str, implementation: str
+) -> None:
+    conversation = await store.create_conversation(bot="b", channel="web")
+    asked, _ = await store.add_user_message(conversation.id, "one")
+    await store.add_bot_message(conversation.id, "re one", reply_to=asked.id)
+    latest, _ = await store.add_user_message(conversation.id, "two")
+    turn = store.turn_with_history if implementation == "sql" else partial(ConversationStore.turn_with_history, store)
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        async with other.turn(conversation.id, timeout=5):
+            waiter = asyncio.create_task(_window_seen_by_turn(turn, conversation.id, latest))
+            await asyncio.sleep(0.2)
+            assert not waiter.done()
+            await other.add_bot_message(conversation.id, "a notice", reply_to=None, role="system")
+        fresh, window = await asyncio.wait_for(waiter, 10)
+    assert fresh is not None and fresh.id == conversation.id
+    assert [m.text for m in window] == ["re one", "two", "a notice"]  # oldest first, written while it waited
+    await store.set_state(conversation.id, "handoff")
+    async with turn(conversation.id, timeout=5, message=latest, history=3) as (fresh, window):
+        assert fresh is not None and fresh.state == "handoff" and window == []
+    async with turn("no-such-conversation", timeout=5, history=3) as (fresh, window):
+        assert fresh is None and window == []
+
+
+async def _window_seen_by_turn(turn: Any, conversation_id: str, message: Message) -> tuple[Any, list[Message]]:
+    async with turn(conversation_id, timeout=10, message=message, history=3) as found:
+        return found
+
+
+async def test_the_turn_reply_is_its_last_write_and_may_release_the_lock(
+    store: SQLConversationStore, store_url: str
+) -> None:
+    conversation = await store.create_conversation(bot="b", channel="web")
+    asked, _ = await store.add_user_message(conversation.id, "question")
+    sqlite = store_url.startswith("sqlite")
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        async with store.turn(conversation.id, timeout=5, message=asked):
+            reply = await store.add_turn_reply(
+                conversation.id, "answer [1]", reply_to=asked.id, citations=[{"source": "faq"}], backend="scripted",
+                latency_ms=3, prompt_tokens=10, completion_tokens=2,
+            )
+            # SQLite: the lease went with the reply, so another worker's next turn need not
+            # wait for this block to end; PostgreSQL's advisory lock is released at the exit.
+            if sqlite:
+                async with other.turn_lock(conversation.id, timeout=0.5):
+                    pass
+            else:
+                with pytest.raises(ConversationLocked):
+                    async with other.turn_lock(conversation.id, timeout=0.3):
+                        pass
+        async with other.turn_lock(conversation.id, timeout=2):  # and free after the block either way
+            pass
+    assert reply == await store.get_reply(asked.id)
+    assert (reply.role, reply.text, reply.citations, reply.backend) == ("assistant", "answer [1]", [{"source": "faq"}], "scripted")
+    assert (reply.latency_ms, reply.prompt_tokens, reply.completion_tokens, reply.abstained) == (3, 10, 2, False)
+
+
+async def test_a_failed_turn_reply_keeps_the_lock_until_the_block_ends(store: SQLConversationStore, store_url: str) -> None:
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        async with store.turn_lock("gone-conversation", timeout=5):
+            with pytest.raises(StoreError, match="does not exist"):
+                await store.add_turn_reply("gone-conversation", "answer", reply_to=1)
+            with pytest.raises(ConversationLocked):
+                async with other.turn_lock("gone-conversation", timeout=0.3):
+                    pass
+        async with other.turn_lock("gone-conversation", timeout=2):
+            pass

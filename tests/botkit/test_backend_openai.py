@@ -56,6 +56,27 @@ async def test_generate(stub: OpenAIStub) -> None:
     assert request.body["messages"][1] == {"role": "user", "content": "How do I reset my password?"}
 
 
+
+async def test_requests_are_exactly_what_the_clients_create_sends(stub: OpenAIStub) -> None:
+    """The backend posts through the official client's ``post`` (skipping ``create``'s
+    per-call parameter transform): path, JSON body and auth must stay ``create``'s own."""
+    backend = make_backend(stub, temperature=0.3)
+    await backend.generate(PROMPT, timeout=5)
+    [event async for event in backend.stream(PROMPT, timeout=5)]
+    client = backend._get_client()
+    await client.chat.completions.create(**backend._request(PROMPT), timeout=5)
+    chunks = await client.chat.completions.create(
+        **backend._request(PROMPT), stream=True, stream_options={"include_usage": True}, timeout=5
+    )
+    [chunk async for chunk in chunks]
+    await backend.aclose()
+    ours, theirs = stub.chat_requests[:2], stub.chat_requests[2:]
+    assert len(ours) == len(theirs) == 2
+    for mine, official in zip(ours, theirs):
+        assert (mine.method, mine.path, mine.body) == (official.method, official.path, official.body)
+        for header in ("authorization", "content-type", "accept"):
+            assert mine.headers.get(header) == official.headers.get(header)
+
 async def test_stream_with_usage(stub: OpenAIStub) -> None:
     stub.enqueue(StubReply(text="One two three.", prompt_tokens=42))
     backend = make_backend(stub)

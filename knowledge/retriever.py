@@ -193,22 +193,31 @@ class Retriever:
             search = VectorQuery(_NO_VECTOR, k=plan.depth, where=plan.where or None, with_data=bool(filters.get("source")))
 
         # 1. Rankings: ids (and cosine similarities) only; the texts are read for the winners.
-        #    The BM25 query runs on a worker thread (SQLite releases the GIL while it searches)
-        #    while this one embeds the query and runs the Chroma query, both batched with
-        #    concurrent searches' (knowledge.batching).
+        #    Two queries overlap, one on a worker thread: with a query to embed, the BM25
+        #    query runs there while this thread embeds the query and runs the Chroma query,
+        #    both batched with concurrent searches' (knowledge.batching). With the vector
+        #    given, the Chroma query runs there and BM25 here: SQLite releases the GIL for
+        #    the whole search, Chroma only for parts of it, so the other way round the
+        #    worker waits for the GIL (at 100k chunks, about 2.4 ms instead of 3.7).
         lexical: Future[list[LexicalHit]] | list[LexicalHit] = []
-        if plan.lexical:
-            lexical = self._call(self.lexical.search, plan.query_text, k=plan.depth, filters=filters, background=True)
+        vector_hits: Future[list[StoredChunk]] | list[StoredChunk] = []
         try:
             if vector is None:
+                if plan.lexical:
+                    lexical = self._call(self.lexical.search, plan.query_text, k=plan.depth, filters=filters,
+                                         background=True)
                 assert plan.query_text is not None
-                vector, hits = self._vectors.call(_VectorJob(plan.query_text, search))
+                vector, vector_hits = self._vectors.call(_VectorJob(plan.query_text, search))
             else:
-                hits = self.store.query(vector, k=search.k, where=search.where, with_data=search.with_data) if search else []
+                if search is not None:
+                    vector_hits = self._call(self.store.query, vector, k=search.k, where=search.where,
+                                             with_data=search.with_data, background=plan.lexical)
+                if plan.lexical:
+                    lexical = self.lexical.search(plan.query_text or "", k=plan.depth, filters=filters)
         except BaseException:
-            if isinstance(lexical, Future):
-                wait([lexical])  # never left running
+            wait([f for f in (lexical, vector_hits) if isinstance(f, Future)])  # never left running
             raise
+        hits = vector_hits.result() if isinstance(vector_hits, Future) else vector_hits
         lexical_hits = lexical.result() if isinstance(lexical, Future) else lexical
         lexical_ranks = {hit.chunk_id: hit.rank for hit in lexical_hits}
         query_text = plan.query_text

@@ -2,7 +2,10 @@
 
 :func:`sync` discovers the sources, reads each one and compares its fingerprint with the
 manifest. Unchanged sources are not parsed or embedded. New and changed ones are parsed,
-chunked and embedded in batches that span sources, then written per window of sources:
+chunked and embedded in batches that span sources, then written per window of sources.
+The three stages overlap: a read-ahead thread parses the next sources and a writer thread
+writes the previous window while this one embeds; windows are still written one at a
+time and in order:
 
 1. the new chunks are upserted into Chroma;
 2. the FTS rows and the manifest rows are replaced in one SQLite transaction;
@@ -18,12 +21,15 @@ previous chunks and is reported in ``failed``; a source that disappeared is remo
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from knowledge.chunking import chunk_documents
 from knowledge.embeddings import Embedder
@@ -42,6 +48,9 @@ from knowledge.types import Chunk, SourceRef
 #: 38 s in windows of 2048 and 37 s in one call (benchmarks/bench_ingest.py, 2 cores).
 #: Progress and crash-safe writes still come every ~2000 chunks.
 WINDOW_BATCHES = 64
+
+#: Sources read and parsed ahead of the one being embedded (on a thread of their own).
+READ_AHEAD = 16
 
 
 @dataclass
@@ -158,43 +167,59 @@ def sync_into(
             failed_names.add(name)
     total = len(refs)
     done = 0
+    done_lock = threading.Lock()
 
     def tell(source: str, status: str, chunks: int = 0) -> None:
         nonlocal done
-        done += 1
+        with done_lock:  # the writer thread reports the sources it wrote
+            done += 1
+            now_done = done
         if progress is not None:
-            progress(IngestProgress(source=source, status=status, done=done, total=total, chunks=chunks))
+            progress(IngestProgress(source=source, status=status, done=now_done, total=total, chunks=chunks))
 
     window: list[_Pending] = []
     window_chunks = 0
     touched: list[ManifestEntry] = []
     limit = settings.embedding_batch_size * WINDOW_BATCHES
-    for ref in refs:
-        previous = entries.get(ref.name)
-        try:
-            size, mtime = _stat(ref)
-            raw = read(ref, settings)
-            if previous is not None and previous.fingerprint == raw.fingerprint and previous.model_id == embedder.model_id:
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="botkit-ingest-write")
+    writing: Future[None] | None = None
+
+    def flush() -> None:
+        """Embed the window here; write it on the writer thread once the previous write ended."""
+        nonlocal writing, window, window_chunks
+        chunks = [c for pending in window for c in pending.chunks]
+        vectors = embedder.embed([c.embed_text for c in chunks])
+        report.embedded += len(chunks)
+        if writing is not None:
+            writing.result()
+        writing = writer.submit(_write_window, store, lexical, manifest, embedder.model_id, window, chunks, vectors,
+                                report, tell)
+        window, window_chunks = [], 0
+
+    try:
+        for ref, outcome in _ahead(refs, lambda r: _prepare(r, entries.get(r.name), settings, embedder.model_id)):
+            if isinstance(outcome, SourceError):
+                report.failed.append({"source": ref.name, "reason": str(outcome)})
+                failed_names.add(ref.name)
+                tell(ref.name, "failed")
+            elif isinstance(outcome, ManifestEntry):
                 report.unchanged += 1
-                if (size, mtime) != (previous.size, previous.mtime):
-                    touched.append(_restat(previous, size, mtime))
-                tell(ref.name, "unchanged", len(previous.chunk_ids))
-                continue
-            chunks = chunk_documents(parse(raw), chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
-            if not chunks:
-                raise SourceError("no text to index (the source is empty or has no text layer)")
-        except SourceError as exc:
-            report.failed.append({"source": ref.name, "reason": str(exc)})
-            failed_names.add(ref.name)
-            tell(ref.name, "failed")
-            continue
-        window.append(_Pending(ref, raw.fingerprint, chunks, previous, size, mtime))
-        window_chunks += len(chunks)
-        if window_chunks >= limit:
-            _write_window(store, lexical, manifest, embedder, window, report, tell)
-            window, window_chunks = [], 0
-    if window:
-        _write_window(store, lexical, manifest, embedder, window, report, tell)
+                if outcome is not entries.get(ref.name):
+                    touched.append(outcome)
+                tell(ref.name, "unchanged", len(outcome.chunk_ids))
+            else:
+                window.append(outcome)
+                window_chunks += len(outcome.chunks)
+                if window_chunks >= limit:
+                    flush()
+        if window:
+            flush()
+    finally:
+        try:
+            if writing is not None:
+                writing.result()  # never leave a window half-written behind us
+        finally:
+            writer.shutdown(wait=True)
     if touched:
         manifest.put(touched)
 
@@ -244,18 +269,82 @@ def reconcile(store: VectorStore, lexical: LexicalIndex, manifest: Manifest) -> 
     return entries
 
 
+def _prepare(ref: SourceRef, previous: ManifestEntry | None, settings: KnowledgeSettings,
+             model_id: str) -> _Pending | ManifestEntry | SourceError:
+    """Read, fingerprint, parse and chunk one source (on the read-ahead thread).
+
+    The manifest entry when the source is unchanged (a new one when only its size or mtime
+    moved), the chunks to embed, or the error that made it fail.
+    """
+    try:
+        size, mtime = _stat(ref)
+        raw = read(ref, settings)
+        if previous is not None and previous.fingerprint == raw.fingerprint and previous.model_id == model_id:
+            return previous if (size, mtime) == (previous.size, previous.mtime) else _restat(previous, size, mtime)
+        chunks = chunk_documents(parse(raw), chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+        if not chunks:
+            raise SourceError("no text to index (the source is empty or has no text layer)")
+    except SourceError as exc:
+        return exc
+    return _Pending(ref, raw.fingerprint, chunks, previous, size, mtime)
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+_DONE = object()
+
+
+def _ahead(items: Sequence[_T], fn: Callable[[_T], _R], depth: int = READ_AHEAD) -> Iterator[tuple[_T, _R]]:
+    """``(item, fn(item))`` in order, computed up to ``depth`` items ahead on a thread.
+
+    Sources are parsed while the previous window embeds. An exception raised by ``fn``
+    is raised here, at its item; closing the generator early stops the thread.
+    """
+    results: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                try:
+                    results.put((item, fn(item), None))
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
+                    results.put((item, None, exc))
+                    return
+        finally:
+            results.put(_DONE)
+
+    thread = threading.Thread(target=produce, name="botkit-ingest-read", daemon=True)
+    thread.start()
+    try:
+        while (entry := results.get()) is not _DONE:
+            item, value, error = entry
+            if error is not None:
+                raise error
+            yield item, value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                results.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
 def _write_window(
     store: VectorStore,
     lexical: LexicalIndex,
     manifest: Manifest,
-    embedder: Embedder,
+    model_id: str,
     window: list[_Pending],
+    chunks: list[Chunk],
+    vectors: Any,
     report: IngestReport,
     tell: Callable[[str, str, int], None],
 ) -> None:
-    chunks = [c for pending in window for c in pending.chunks]
-    vectors = embedder.embed([c.embed_text for c in chunks])
-    report.embedded += len(chunks)
+    """Write one embedded window, in the crash-safe order of the module docstring."""
     store.upsert(chunks, vectors)  # 1. vectors
     stale: list[str] = []
     entries: list[ManifestEntry] = []
@@ -266,7 +355,7 @@ def _write_window(
         entries.append(
             ManifestEntry(
                 source=pending.ref.name, fingerprint=pending.fingerprint, chunk_ids=ids,
-                model_id=embedder.model_id, ingested_at=now(), size=pending.size, mtime=pending.mtime,
+                model_id=model_id, ingested_at=now(), size=pending.size, mtime=pending.mtime,
                 format=_format(pending.ref),
             )
         )

@@ -248,3 +248,53 @@ def test_killed_ingest_then_rerun_leaves_a_consistent_index(tmp_path: Path, embe
     assert assert_consistent(kb) == {c.id for c in expected_chunks(bot)}
     boiler = kb.retriever.retrieve("boiler note revision", mode="lexical", threshold=0, filters={"source": "boiler.md"})
     assert len(boiler) == 3 and all("revision 2" in p.text for p in boiler)
+
+
+def test_read_ahead_keeps_order_raises_at_the_failing_item_and_stops_when_closed() -> None:
+    from knowledge.ingest import _ahead
+
+    assert list(_ahead(range(50), lambda i: i * i, depth=3)) == [(i, i * i) for i in range(50)]
+
+    def boom(i: int) -> int:
+        if i == 4:
+            raise RuntimeError("parser bug")
+        return i
+
+    seen = []
+    with pytest.raises(RuntimeError, match="parser bug"):
+        for item, _ in _ahead(range(10), boom, depth=2):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3]
+
+    started: list[int] = []
+    reader = _ahead(range(1000), lambda i: started.append(i) or i, depth=2)
+    assert next(reader) == (0, 0)
+    reader.close()  # stops the thread: it does not read the whole list
+    assert len(started) < 10
+
+
+def test_a_failed_write_stops_the_ingest_and_the_next_one_completes_it(
+        tmp_path: Path, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    from knowledge import ingest
+    from knowledge.store import VectorStore
+
+    bot = make_bot(tmp_path)
+    monkeypatch.setattr(ingest, "WINDOW_BATCHES", 1)  # several windows, so writes overlap embedding
+    writes = 0
+    original = VectorStore.upsert
+
+    def failing_upsert(self, chunks, vectors):  # type: ignore[no-untyped-def]
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise OSError("disk full")
+        return original(self, chunks, vectors)
+
+    monkeypatch.setattr(VectorStore, "upsert", failing_upsert)
+    with pytest.raises(OSError, match="disk full"):
+        sync(KnowledgeSettings(embedding_batch_size=2), bot, bot / "data", embedder=embedder)
+    monkeypatch.setattr(VectorStore, "upsert", original)
+    kb = open_kb(bot, embedder)
+    report = kb.ingest()
+    assert report.added >= 1 and not report.failed
+    assert assert_consistent(kb) == {c.id for c in expected_chunks(bot)}

@@ -212,47 +212,35 @@ class DialogueManager:
             bot=bot, channel=incoming.channel, external_id=incoming.external_id, metadata=incoming.metadata or None
         )
 
-    async def _record_incoming(self, incoming: IncomingMessage, text: str) -> tuple[Conversation, Message, bool]:
-        """Record the user message, in its conversation (started if new): the turn's first
-        write, one unit of work where the store can when the message names its conversation."""
+    async def _conversation_id(self, incoming: IncomingMessage) -> str:
+        """The id of the conversation a message belongs to: the one it names (started by
+        the store when new), else found or started by :meth:`conversation_for`."""
         if incoming.conversation_id:
             if not _CONVERSATION_ID.fullmatch(incoming.conversation_id):
                 raise InvalidMessage("conversation_id: use 1 to 64 letters, digits, '.', '_', ':' or '-'")
-            return await self.store.record_user_message(
-                incoming.conversation_id, text, bot=self.config.name, channel=incoming.channel,
-                external_id=incoming.external_id, metadata=incoming.metadata or None,
-                channel_message_id=incoming.channel_message_id,
-            )
-        conversation = await self.conversation_for(incoming)
-        user, created = await self.store.add_user_message(
-            conversation.id, text, channel_message_id=incoming.channel_message_id
-        )
-        return conversation, user, created
+            return incoming.conversation_id
+        return (await self.conversation_for(incoming)).id
 
     async def _turn(self, incoming: IncomingMessage, *, streaming: bool) -> AsyncIterator[ReplyEvent]:
         started = time.perf_counter()
         metrics.begin_turn(self.config)  # observability
         limits = self.config.limits
         text = clean_text(incoming.text, max_chars=limits.max_message_chars)
-        conversation, user, created = await self._record_incoming(incoming, text)
-        if not created:
-            stored = await self.store.get_reply(user.id)
-            if stored is not None:
-                yield ReplyDone(self._reply_from_message(conversation, stored, duplicate=True))
-                return
+        conversation_id = await self._conversation_id(incoming)
         lock_requested = time.perf_counter()  # observability
-        # The lock comes with the conversation as read inside it: a human may have taken over.
-        # The history window is read with it, in the lock's own round trip where the store can.
-        async with self.store.turn_with_history(
-            conversation.id, timeout=limits.lock_timeout_s, message=user, history=limits.history_turns + 1
-        ) as (fresh, history):
-            metrics.lock_waited(time.perf_counter() - lock_requested)  # observability
-            if not created:  # a retry of a turn that may have finished while we waited
-                stored = await self.store.get_reply(user.id)
-                if stored is not None:
-                    yield ReplyDone(self._reply_from_message(conversation, stored, duplicate=True))
-                    return
-            conversation = fresh or conversation
+        # Record the user message (idempotent), then the lock, with the conversation as read
+        # inside it (a human may have taken over) and the history window: one unit of work
+        # where the store can.
+        async with self.store.user_turn(
+            conversation_id, text, bot=self.config.name, channel=incoming.channel, external_id=incoming.external_id,
+            metadata=incoming.metadata or None, channel_message_id=incoming.channel_message_id,
+            timeout=limits.lock_timeout_s, history=limits.history_turns + 1,
+        ) as turn:
+            conversation, user, history = turn.conversation, turn.message, turn.history
+            if turn.reply is not None:  # a resent message whose turn is done: its stored reply
+                yield ReplyDone(self._reply_from_message(conversation, turn.reply, duplicate=True))
+                return
+            metrics.lock_waited(time.perf_counter() - lock_requested)  # observability: with the recording
             if conversation.state == "closed":
                 conversation = await self.store.set_state(conversation.id, "bot")
             if conversation.state == "handoff":

@@ -22,6 +22,7 @@ from botkit.store.base import (
     Feedback,
     Message,
     Role,
+    UserTurn,
 )
 from botkit.store.engine import create_engine
 from botkit.store.sql import SQLConversationStore
@@ -37,6 +38,7 @@ __all__ = [
     "Message",
     "Role",
     "SQLConversationStore",
+    "UserTurn",
     "create_engine",
     "normalize_database_url",
 ]

@@ -90,6 +90,22 @@ class PendingEvent:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class UserTurn:
+    """What a turn starts from (see :meth:`ConversationStore.user_turn`)."""
+
+    conversation: Conversation
+    """As read once the turn lock is held (as recorded when no lock is held)."""
+    message: Message
+    """The user message the turn answers."""
+    created: bool
+    """False when ``message`` was stored before (a resent channel message id)."""
+    history: list[Message] = field(default_factory=list)
+    """The conversation's last messages, oldest first, read inside the lock (``message`` included)."""
+    reply: Message | None = None
+    """A resent message's stored reply: the turn is already done and holds no lock."""
+
+
 class ConversationStore(ABC):
     """Where conversations, messages, feedback and turn locks live.
 
@@ -391,6 +407,46 @@ class ConversationStore(ABC):
             if conversation is not None and conversation.state != "handoff" and history > 0:
                 window = await self.history(conversation_id, limit=history)
             yield conversation, window
+
+    @asynccontextmanager
+    async def user_turn(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        bot: str,
+        channel: str,
+        external_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        channel_message_id: str | None = None,
+        timeout: float,
+        history: int,
+    ) -> AsyncIterator[UserTurn]:
+        """A turn's start, in order: record the user message (:meth:`record_user_message`),
+        then hold the turn lock for the block (:meth:`turn_with_history`, ``message`` being
+        the recorded one), giving the block a :class:`UserTurn`.
+
+        A message stored before (``created`` false) whose reply is stored too gets that
+        reply in ``UserTurn.reply``, before the lock is taken or once it is held (the turn
+        that wrote it may have ended while this one waited); the block should then answer
+        with it and do nothing else.
+
+        The default composes those methods; a store may record the message and take a free
+        lock in one unit of work.
+        """
+        conversation, message, created = await self.record_user_message(
+            conversation_id, text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
+            channel_message_id=channel_message_id,
+        )
+        if not created:
+            reply = await self.get_reply(message.id)
+            if reply is not None:
+                yield UserTurn(conversation, message, created, reply=reply)
+                return
+        async with self.turn_with_history(conversation_id, timeout=timeout, message=message, history=history) as found:
+            fresh, window = found
+            reply = None if created else await self.get_reply(message.id)
+            yield UserTurn(fresh or conversation, message, created, window, reply)
 
     async def _earlier_unanswered(self, conversation_id: str, message: Message, window_s: float) -> bool:
         """Whether a user message recorded before ``message`` (within ``window_s``, after

@@ -88,11 +88,29 @@ class LocalLocks:
             finally:
                 lock.release()
         finally:
-            lock, users = self._entries[key]
-            if users <= 1:
-                del self._entries[key]
-            else:
-                self._entries[key] = (lock, users - 1)
+            self._forget(key)
+
+    async def take_if_free(self, key: str) -> bool:
+        """Take ``key``'s lock if no task holds or waits for it, without waiting; ``True``
+        when taken (give it back with :meth:`give_back`)."""
+        if key in self._entries:
+            return False
+        lock = asyncio.Lock()
+        self._entries[key] = (lock, 1)
+        await lock.acquire()  # a new lock: granted at once
+        return True
+
+    def give_back(self, key: str) -> None:
+        """Release a lock taken with :meth:`take_if_free`."""
+        self._entries[key][0].release()
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        lock, users = self._entries[key]
+        if users <= 1:
+            del self._entries[key]
+        else:
+            self._entries[key] = (lock, users - 1)
 
 
 async def _poll(
@@ -232,6 +250,25 @@ class LeaseLock:
         self._schedule_renewal()
         return value
 
+    async def take_after(
+        self, action: str, work: Callable[..., T], args: tuple[Any, ...], read: Callable[[Connection, T], Any], *,
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> tuple[T, bool, Any]:
+        """One try, no waiting: the write ``work(connection, *args)``, then the lease if it is
+        free, then ``read(connection, value)``, in one transaction. Returns ``(value, taken,
+        read's value or None)``; a taken lease is renewed until :meth:`release`."""
+        params = self._key(until=time.time() + self._lease_s)
+        try:
+            value, taken, found = await self._units.run(
+                action, _write_then_take, work, args, params, read, write=True, passthrough=passthrough
+            )
+        except asyncio.CancelledError:
+            await self._delete()  # the unit may have committed before the cancellation arrived
+            raise
+        if taken:
+            self._schedule_renewal()
+        return value, taken, found
+
     async def release(self) -> None:
         """Stop renewing and delete the lease (if it is still ours and not released yet)."""
         await self._stop_renewing()
@@ -304,6 +341,16 @@ def _take(connection: Connection, params: dict[str, Any], read: Read[T] | None) 
     return True, (read(connection) if read is not None else None)
 
 
+def _write_then_take(
+    connection: Connection, work: Callable[..., T], args: tuple[Any, ...], params: dict[str, Any],
+    read: Callable[[Connection, T], Any],
+) -> tuple[T, bool, Any]:
+    value = work(connection, *args)
+    if connection.execute(_TAKE, {**params, "now": time.time()}).rowcount != 1:
+        return value, False, None
+    return value, True, read(connection, value)
+
+
 def _then_release(connection: Connection, work: Callable[..., T], args: tuple[Any, ...], key: dict[str, Any]) -> T:
     value = work(connection, *args)
     connection.execute(_RELEASE, key)
@@ -360,6 +407,44 @@ class TurnLocks:
             finally:
                 self._leases.pop(conversation_id, None)
                 await lock.release()
+
+    async def write_then_try(
+        self, conversation_id: str, action: str, work: Callable[..., T], args: tuple[Any, ...],
+        read: Callable[[Connection, T], Any], *, passthrough: tuple[type[BaseException], ...] = (),
+    ) -> tuple[T, LeaseLock | None, Any]:
+        """The write ``work(connection, *args)`` and, in the same transaction, the
+        conversation's lock when it is free right then (in this process and in the
+        database; SQLite only), then ``read(connection, value)``.
+
+        Returns ``(value, lock, read's value)``: ``lock`` is ``None`` when it was not free
+        (take it with :meth:`hold`), else held until the caller's ``async with``
+        :meth:`holding` block, entered at once, ends. PostgreSQL: the write alone.
+        """
+        if self._lock_engine is not None or not await self._local.take_if_free(conversation_id):
+            return await self._units.run(action, work, *args, write=True, passthrough=passthrough), None, None
+        lease = LeaseLock(self._units, conversation_id, lease_s=self._lease_s)
+        try:
+            value, taken, found = await lease.take_after(action, work, args, read, passthrough=passthrough)
+        except BaseException:
+            self._local.give_back(conversation_id)
+            raise
+        if not taken:
+            self._local.give_back(conversation_id)
+            return value, None, None
+        return value, lease, found
+
+    @asynccontextmanager
+    async def holding(self, conversation_id: str, lease: LeaseLock) -> AsyncIterator[None]:
+        """Hold, for the block, a lock :meth:`write_then_try` took; release it at the end."""
+        self._leases[conversation_id] = lease
+        try:
+            yield
+        finally:
+            self._leases.pop(conversation_id, None)
+            try:
+                await lease.release()
+            finally:
+                self._local.give_back(conversation_id)
 
     async def run_releasing(self, conversation_id: str, action: str, work: Callable[..., T], *args: Any) -> T:
         """Run the write ``work(connection, *args)``; when this process holds the

@@ -160,14 +160,17 @@ def claim_events(
 
 
 def read_turn(
-    connection: Connection, *, conversation_id: str, seq: int | None, window_s: float, history: int = 0
+    connection: Connection, *, conversation_id: str, seq: int | None, window_s: float, history: int = 0,
+    row: Row[Any] | None = None,
 ) -> tuple[Row[Any] | None, bool, list[Row[Any]]]:
     """A turn lock's read for the turn answering message ``seq``: the conversation's row,
     whether an earlier message recorded in the last ``window_s`` seconds still waits for its
     turn (then this turn lets it go first), and, when it does not, the conversation's last
     ``history`` messages (newest first; none while a human holds the conversation).
-    ``seq=None``: no earlier-message check."""
-    row = connection.execute(GET_CONVERSATION, {"cid": conversation_id}).first()
+    ``seq=None``: no earlier-message check. ``row``: the conversation's row as this
+    transaction already read it (not read again)."""
+    if row is None:
+        row = connection.execute(GET_CONVERSATION, {"cid": conversation_id}).first()
     if row is None or row.state == "handoff":
         return row, False, []
     if seq is not None:
@@ -177,6 +180,17 @@ def read_turn(
     if history <= 0:
         return row, False, []
     return row, False, list(connection.execute(HISTORY, {"cid": conversation_id, "n": history}).all())
+
+
+def read_turn_after_record(
+    connection: Connection, recorded: tuple[Row[Any], Row[Any]], *, window_s: float, history: int
+) -> tuple[Row[Any] | None, bool, list[Row[Any]]]:
+    """:func:`read_turn` for the message :func:`record_user_message` just recorded (its
+    conversation row, returned by the counter's UPDATE in this transaction, is not read again)."""
+    conversation, message = recorded
+    return read_turn(
+        connection, conversation_id=conversation.id, seq=message.seq, window_s=window_s, history=history, row=conversation
+    )
 
 
 def insert_message(connection: Connection, conversation_id: str, values: dict[str, Any]) -> Row[Any]:

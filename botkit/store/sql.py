@@ -29,6 +29,7 @@ from botkit.store.base import (
     Message,
     PendingEvent,
     Role,
+    UserTurn,
 )
 from botkit.store.engine import WRITE, create_engine, install_sqlite_hooks, translate, translating
 from botkit.store.locks import TurnLocks
@@ -484,6 +485,62 @@ class SQLConversationStore(ConversationStore):
         the conversation, in the lock's own round trip."""
         async with self._turn(conversation_id, timeout, message, history) as found:
             yield found
+
+    @asynccontextmanager
+    async def user_turn(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        bot: str,
+        channel: str,
+        external_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        channel_message_id: str | None = None,
+        timeout: float,
+        history: int,
+    ) -> AsyncIterator[UserTurn]:
+        """See :meth:`ConversationStore.user_turn`. On SQLite, when the conversation's lock is
+        free right then (in this process and in the database), recording the message (and
+        starting the conversation), taking the lock and the turn's first read (conversation,
+        earlier-message check, history) are one unit of work: the message is written first,
+        in the same transaction. Otherwise, and for a resent message, the default's steps."""
+        units, locks = self._opened()
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        default = partial(
+            super().user_turn, conversation_id, text, bot=bot, channel=channel, external_id=external_id,
+            metadata=metadata, channel_message_id=channel_message_id, timeout=timeout, history=history,
+        )
+        taken = None
+        if units.dialect != "postgresql" and _ID.fullmatch(conversation_id):
+            values = q.message_values(role="user", text=text, channel_message_id=channel_message_id)
+            start = {"bot": bot, "channel": channel, "state": "bot", "external_id": external_id,
+                     "metadata": dict(metadata or {})}
+            read = partial(q.read_turn_after_record, window_s=timeout, history=history)
+            try:
+                taken = await locks.write_then_try(
+                    conversation_id, "record a user message", q.record_user_message, (conversation_id, values, start),
+                    read, passthrough=(IntegrityError,),
+                )
+            except IntegrityError:  # a resent message (its channel message id is stored): nothing was written
+                taken = None
+        if taken is None:
+            async with default() as turn:
+                yield turn
+            return
+        (recorded, row), lease, found = taken
+        message, conversation = to_message(row), to_conversation(recorded)
+        if lease is not None:
+            fresh, earlier_waiting, rows = found
+            async with locks.holding(conversation_id, lease):
+                if not earlier_waiting:
+                    window = [to_message(r) for r in reversed(rows)]
+                    yield UserTurn(to_conversation(fresh) if fresh is not None else conversation, message, True, window)
+                    return
+            # An earlier message still waits for its turn: hand the lock back, as turn() does.
+        async with self._turn(conversation_id, timeout, message, history) as (fresh_conversation, window):
+            yield UserTurn(fresh_conversation or conversation, message, True, window)
 
     @asynccontextmanager
     async def _turn(

@@ -222,3 +222,113 @@ async def test_a_failed_turn_reply_keeps_the_lock_until_the_block_ends(store: SQ
                     pass
         async with other.turn_lock("gone-conversation", timeout=2):
             pass
+
+
+# -- user_turn: record, then lock (one unit of work on SQLite when the lock is free) ------------
+
+
+def _user_turn(store: SQLConversationStore, implementation: str) -> Any:
+    if implementation == "sql":
+        return store.user_turn
+    return partial(ConversationStore.user_turn, store)
+
+
+@pytest.mark.parametrize("implementation", ["sql", "default"])
+async def test_user_turn_records_the_message_then_holds_the_lock(
+    store: SQLConversationStore, store_url: str, implementation: str
+) -> None:
+    cid = f"ut-{uuid.uuid4().hex[:12]}"
+    user_turn = _user_turn(store, implementation)
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        async with user_turn(
+            cid, "hello", bot="b", channel="web", metadata={"plan": "pro"}, channel_message_id="m1", timeout=5, history=5
+        ) as turn:
+            assert turn.created and turn.reply is None
+            assert (turn.conversation.id, turn.conversation.bot, turn.conversation.metadata) == (cid, "b", {"plan": "pro"})
+            assert turn.message.seq == 1 and turn.message.text == "hello"
+            assert [m.id for m in turn.history] == [turn.message.id]
+            with pytest.raises(ConversationLocked):  # held for the block, also against other workers
+                async with other.turn_lock(cid, timeout=0.3):
+                    pass
+            await store.add_turn_reply(cid, "hi there", reply_to=turn.message.id)
+        async with other.turn_lock(cid, timeout=2):
+            pass
+        async with user_turn(cid, "and then?", bot="b", channel="web", timeout=5, history=5) as later:
+            assert later.message.seq == 3 and [m.text for m in later.history] == ["hello", "hi there", "and then?"]
+
+
+@pytest.mark.parametrize("implementation", ["sql", "default"])
+async def test_user_turn_records_before_waiting_for_a_busy_lock(
+    store: SQLConversationStore, store_url: str, implementation: str
+) -> None:
+    conversation = await store.create_conversation(bot="b", channel="web")
+    user_turn = _user_turn(store, implementation)
+
+    async def turn() -> tuple[int, list[str]]:
+        async with user_turn(conversation.id, "while busy", bot="b", channel="web", timeout=10, history=5) as started:
+            return started.message.seq, [m.text for m in started.history]
+
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        async with other.turn_lock(conversation.id, timeout=5):  # another worker's turn
+            waiter = asyncio.create_task(turn())
+            await asyncio.sleep(0.3)
+            assert not waiter.done()
+            assert [m.text for m in await other.history(conversation.id, limit=5)] == ["while busy"]  # recorded already
+            await other.add_bot_message(conversation.id, "a notice", reply_to=None, role="system")
+        seq, window = await asyncio.wait_for(waiter, 10)
+    assert seq == 1 and window == ["while busy", "a notice"]
+
+
+@pytest.mark.parametrize("implementation", ["sql", "default"])
+async def test_user_turn_of_a_resent_message(store: SQLConversationStore, store_url: str, implementation: str) -> None:
+    cid = f"ut-{uuid.uuid4().hex[:12]}"
+    user_turn = _user_turn(store, implementation)
+    async with user_turn(cid, "hello", bot="b", channel="web", channel_message_id="m1", timeout=5, history=5) as first:
+        pass  # its turn died before replying
+    async with user_turn(cid, "hello", bot="b", channel="web", channel_message_id="m1", timeout=5, history=5) as again:
+        assert not again.created and again.message == first.message and again.reply is None  # answer it now
+        reply = await store.add_turn_reply(cid, "answer", reply_to=again.message.id)
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        async with other.turn_lock(cid, timeout=5):  # answered already: no need for the lock
+            async with user_turn(cid, "hello", bot="b", channel="web", channel_message_id="m1", timeout=5, history=5) as done:
+                assert not done.created and done.reply == reply
+    assert await store.count_messages(cid) == 2
+
+
+async def test_user_turn_lets_an_earlier_unanswered_message_go_first(store: SQLConversationStore, store_url: str) -> None:
+    conversation = await store.create_conversation(bot="b", channel="web")
+    first, _ = await store.add_user_message(conversation.id, "first")  # its turn is on another worker, not started
+    order: list[str] = []
+
+    async def second_turn() -> None:
+        async with store.user_turn(conversation.id, "second", bot="b", channel="web", timeout=5, history=5) as turn:
+            order.append(turn.message.text)
+
+    later = asyncio.create_task(second_turn())
+    await asyncio.sleep(0.3)  # it took the free lock with its message, saw `first` waiting, handed the lock back
+    assert order == [] and not later.done()
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        await _answer(other, first, [])
+        order.append("first answered")
+    await asyncio.wait_for(later, 5)
+    assert order == ["first answered", "second"]
+
+
+async def test_a_cancelled_user_turn_leaves_no_lock_behind(store: SQLConversationStore, store_url: str) -> None:
+    async with SQLConversationStore(store_url, lock_lease_s=LEASE_S) as other:
+        for delay in (0, 0.0005, 0.001, 0.002, 0.005):
+            cid = f"ut-{uuid.uuid4().hex[:12]}"
+
+            async def turn(cid: str = cid) -> None:
+                async with store.user_turn(cid, "hello", bot="b", channel="web", timeout=5, history=5):
+                    await asyncio.sleep(10)
+
+            task = asyncio.create_task(turn())
+            await asyncio.sleep(delay)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with other.turn_lock(cid, timeout=0.5):  # neither the lease nor this process's lock was kept
+                pass
+            async with store.turn_lock(cid, timeout=0.5):
+                pass

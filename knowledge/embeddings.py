@@ -10,7 +10,9 @@ sentence-transformers when the machine can reach the Hub, read from its cache ot
 
 Concurrent queries are micro-batched (:class:`QueryBatcher`): when several threads call
 :meth:`SentenceTransformerEmbedder.embed_query` at once, their texts go to the model as one
-``encode`` call instead of many that fight over the same CPU cores. On CPU, queries run on
+``encode`` call instead of many that fight over the same CPU cores. The retriever batches its
+concurrent searches itself, each batch's queries embedded by one
+:meth:`Embedder.embed_queries` call and searched by one Chroma query. On CPU, queries run on
 ONNX Runtime by default (``knowledge.query_runtime``, see :mod:`knowledge.onnx_encoder`):
 same vectors, a fraction of the CPU.
 

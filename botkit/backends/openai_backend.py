@@ -15,10 +15,12 @@ retried before its first text.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botkit.backends.base import (
@@ -70,7 +72,7 @@ class OpenAIBackend(Backend):
         self.timeout_s = self.options.timeout_s
         self.max_context_tokens = next((n for prefix, n in _CONTEXT if model.startswith(prefix)), 8_192)  # type: ignore[misc]
         self._client: openai.AsyncOpenAI | None = None
-        self._types: tuple[type, type] | None = None  # ChatCompletion, AsyncStream[ChatCompletionChunk]
+        self._chunks: type | None = None  # AsyncStream[ChatCompletionChunk]
         self._counter: Callable[[str], int] | None | bool = False  # False: not looked up yet
 
     @classmethod
@@ -98,16 +100,20 @@ class OpenAIBackend(Backend):
         own ``post``: the same request (path, JSON body, bearer auth, timeout) and the same
         parsed response or ``AsyncStream``, without the per-call transform of ``create``'s
         typed parameters, which walks every message (a fifth of a turn's time in profiles).
-        ``body`` holds only plain JSON values, which that transform would leave unchanged."""
-        if self._types is None:
-            from openai import AsyncStream
-            from openai.types.chat import ChatCompletion, ChatCompletionChunk
+        ``body`` holds only plain JSON values, which that transform would leave unchanged.
 
-            self._types = (ChatCompletion, AsyncStream[ChatCompletionChunk])
-        completion, chunks = self._types
+        A non-streamed reply comes back as the body's bytes (``cast_to=bytes``; read it with
+        :func:`_completion_json`): building the typed ``ChatCompletion`` model cost more
+        than reading the two fields botkit uses. Status errors are raised by the client
+        either way."""
+        if self._chunks is None:
+            from openai import AsyncStream
+            from openai.types.chat import ChatCompletionChunk
+
+            self._chunks = AsyncStream[ChatCompletionChunk]
         options: Any = {"timeout": remaining, "security": {"bearer_auth": True}}
-        return client.post("/chat/completions", body=body, cast_to=completion, options=options,
-                           stream=stream, stream_cls=chunks)
+        return client.post("/chat/completions", body=body, cast_to=bytes, options=options,
+                           stream=stream, stream_cls=self._chunks)
 
     def count_tokens(self, text: str) -> int:
         """tiktoken's count when its encoding is cached locally, else the estimate."""
@@ -131,9 +137,8 @@ class OpenAIBackend(Backend):
         request = self._request(prompt)
 
         async def once(remaining: float) -> Completion:
-            response = await self._create(client, request, remaining)
-            text = (response.choices[0].message.content or "") if response.choices else ""
-            usage = self._usage(prompt, text, response.usage)
+            text, reported = _completion_json(await self._create(client, request, remaining), self.spec)
+            usage = self._usage(prompt, text, reported)
             return Completion(text, usage, self.spec, cited=parse_citations(text, len(prompt.passages)))
 
         return await self._retrying(once, deadline, timeout)
@@ -233,6 +238,24 @@ class OpenAIBackend(Backend):
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+def _completion_json(body: bytes, name: str) -> tuple[str, Any]:
+    """The text and the reported usage (or ``None``) of a chat completion's JSON body."""
+    try:
+        data = json.loads(body)
+        choices = data.get("choices") or []
+        text = (choices[0].get("message") or {}).get("content") or "" if choices else ""
+        usage = data.get("usage")
+        reported = SimpleNamespace(**usage) if isinstance(usage, dict) else None
+    except (ValueError, AttributeError, TypeError, IndexError) as exc:
+        raise backend_error(
+            BackendError, f"{name}: the server's reply is not a chat completion ({type(exc).__name__}: {exc})",
+            retryable=False,
+        ) from exc
+    if not isinstance(text, str):
+        raise backend_error(BackendError, f"{name}: the server's reply has no text content", retryable=False)
+    return text, reported
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from botkit.backends.base import ChatMessage, Done, Prompt, TextDelta
-from botkit.backends.openai_backend import OpenAIBackend, _retry_after
+from botkit.backends.openai_backend import OpenAIBackend, _completion_json, _retry_after
 from botkit.backends.scripted import ScriptedBackend
 from botkit.config import BotConfig
 from botkit.errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
@@ -76,6 +76,19 @@ async def test_requests_are_exactly_what_the_clients_create_sends(stub: OpenAISt
         assert (mine.method, mine.path, mine.body) == (official.method, official.path, official.body)
         for header in ("authorization", "content-type", "accept"):
             assert mine.headers.get(header) == official.headers.get(header)
+
+
+def test_a_completion_body_is_read_strictly() -> None:
+    body = b'{"choices": [{"message": {"role": "assistant", "content": "Hi [1]"}}], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}'
+    text, usage = _completion_json(body, "openai:m")
+    assert text == "Hi [1]" and (usage.prompt_tokens, usage.completion_tokens) == (7, 2)
+    assert _completion_json(b'{"choices": [{"message": {"content": null}}]}', "openai:m") == ("", None)
+    assert _completion_json(b'{"choices": []}', "openai:m") == ("", None)
+    for garbage in (b"<html>bad gateway</html>", b"[1, 2]", b'{"choices": [{"message": "hi"}]}',
+                    b'{"choices": [{"message": {"content": 42}}]}', b"\xff"):
+        with pytest.raises(BackendError, match="openai:m: the server's reply") as raised:
+            _completion_json(garbage, "openai:m")
+        assert not raised.value.retryable
 
 async def test_stream_with_usage(stub: OpenAIStub) -> None:
     stub.enqueue(StubReply(text="One two three.", prompt_tokens=42))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -17,9 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from botkit.errors import ConfigError, StoreError
 from botkit.store import queries as q
+from botkit.store import turns
 from botkit.store.base import (
-    ORDER_POLL_MAX_S,
-    ORDER_POLL_S,
     ROLES,
     STATES,
     Conversation,
@@ -283,24 +281,19 @@ class SQLConversationStore(ConversationStore):
         rolls the unit back and takes the default path, which returns the stored message.
         PostgreSQL keeps the default: a read and a one-statement insert, no transaction."""
         units = self._opened()[0]
-        if units.dialect == "postgresql" or not _ID.fullmatch(conversation_id):
+        recorded = None
+        if units.dialect != "postgresql" and _ID.fullmatch(conversation_id):
+            values, start = turns.new_user_message(
+                text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
+                channel_message_id=channel_message_id,
+            )
+            recorded = await turns.record_message(units, conversation_id, values, start)
+        if recorded is None:
             return await super().record_user_message(
                 conversation_id, text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
                 channel_message_id=channel_message_id,
             )
-        values = q.message_values(role="user", text=text, channel_message_id=channel_message_id)
-        start = {"bot": bot, "channel": channel, "state": "bot", "external_id": external_id, "metadata": dict(metadata or {})}
-        try:
-            conversation, message = await units.run(
-                "record a user message", q.record_user_message, conversation_id, values, start, write=True,
-                passthrough=(IntegrityError,),
-            )
-        except IntegrityError:
-            return await super().record_user_message(
-                conversation_id, text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
-                channel_message_id=channel_message_id,
-            )
-        return to_conversation(conversation), to_message(message), True
+        return recorded[0], recorded[1], True
 
     async def add_bot_message(
         self,
@@ -474,7 +467,8 @@ class SQLConversationStore(ConversationStore):
         """See :meth:`ConversationStore.turn`; here the conversation (and, with ``message``,
         the earlier-message check) is read in the lock's own round trip (SQLite: the lease's
         transaction; PostgreSQL: the lock's connection)."""
-        async with self._turn(conversation_id, timeout, message, 0) as (conversation, _):
+        async with turns.hold_turn(self._opened()[1], conversation_id, timeout, message, 0, self._window) as found:
+            conversation, _ = found
             yield conversation
 
     @asynccontextmanager
@@ -483,7 +477,7 @@ class SQLConversationStore(ConversationStore):
     ) -> AsyncIterator[tuple[Conversation | None, list[Message]]]:
         """See :meth:`ConversationStore.turn_with_history`; the history window is read with
         the conversation, in the lock's own round trip."""
-        async with self._turn(conversation_id, timeout, message, history) as found:
+        async with turns.hold_turn(self._opened()[1], conversation_id, timeout, message, history, self._window) as found:
             yield found
 
     @asynccontextmanager
@@ -512,60 +506,22 @@ class SQLConversationStore(ConversationStore):
             super().user_turn, conversation_id, text, bot=bot, channel=channel, external_id=external_id,
             metadata=metadata, channel_message_id=channel_message_id, timeout=timeout, history=history,
         )
-        taken = None
-        if units.dialect != "postgresql" and _ID.fullmatch(conversation_id):
-            values = q.message_values(role="user", text=text, channel_message_id=channel_message_id)
-            start = {"bot": bot, "channel": channel, "state": "bot", "external_id": external_id,
-                     "metadata": dict(metadata or {})}
-            read = partial(q.read_turn_after_record, window_s=timeout, history=history)
-            try:
-                taken = await locks.write_then_try(
-                    conversation_id, "record a user message", q.record_user_message, (conversation_id, values, start),
-                    read, passthrough=(IntegrityError,),
-                )
-            except IntegrityError:  # a resent message (its channel message id is stored): nothing was written
-                taken = None
-        if taken is None:
+        if units.dialect == "postgresql" or not _ID.fullmatch(conversation_id):
             async with default() as turn:
                 yield turn
             return
-        (recorded, row), lease, found = taken
-        message, conversation = to_message(row), to_conversation(recorded)
-        if lease is not None:
-            fresh, earlier_waiting, rows = found
-            async with locks.holding(conversation_id, lease):
-                if not earlier_waiting:
-                    window = [to_message(r) for r in reversed(rows)]
-                    yield UserTurn(to_conversation(fresh) if fresh is not None else conversation, message, True, window)
-                    return
-            # An earlier message still waits for its turn: hand the lock back, as turn() does.
-        async with self._turn(conversation_id, timeout, message, history) as (fresh_conversation, window):
-            yield UserTurn(fresh_conversation or conversation, message, True, window)
-
-    @asynccontextmanager
-    async def _turn(
-        self, conversation_id: str, timeout: float, message: Message | None, history: int
-    ) -> AsyncIterator[tuple[Conversation | None, list[Message]]]:
-        locks = self._opened()[1]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay = ORDER_POLL_S
-        read_turn = partial(
-            q.read_turn, conversation_id=conversation_id, seq=None if message is None else message.seq,
-            window_s=timeout, history=history,
+        values, start = turns.new_user_message(
+            text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
+            channel_message_id=channel_message_id,
         )
-        while True:
-            async with locks.hold(conversation_id, max(deadline - loop.time(), ORDER_POLL_S), read_turn) as found:
-                row, earlier_waiting, rows = found if found is not None else (None, False, [])
-                if not earlier_waiting or loop.time() >= deadline:
-                    if earlier_waiting and history > 0:  # gave up waiting: the read skipped the window
-                        window = await self.history(conversation_id, limit=history)
-                    else:
-                        window = [to_message(r) for r in reversed(rows)]
-                    yield (None if row is None else to_conversation(row)), window
-                    return
-            await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
-            delay = min(delay * 2, ORDER_POLL_MAX_S)
+        async with turns.begin_turn(
+            locks, conversation_id, values, start, timeout=timeout, history=history, read_window=self._window,
+            default=default,
+        ) as turn:
+            yield turn
+
+    async def _window(self, conversation_id: str, limit: int) -> list[Message]:
+        return await self.history(conversation_id, limit=limit)
 
 
 def _positive(limit: int) -> int:

@@ -4,6 +4,12 @@ The turn (DESIGN.md): record the user message (idempotent) → take the conversa
 lock → state check (a human holds it: no bot reply) → escalation check → history-aware
 retrieval → prompt → router → stream → record the reply. ``handle`` and ``handle_stream``
 share one code path (:meth:`DialogueManager._turn`), so the two never drift apart.
+
+Retrieval is speculative (``knowledge.speculative_retrieval``, on by default): the message
+as written starts retrieving when the turn starts, beside the recording and the lock, and
+the turn uses that result when the history leaves the query unchanged; a follow-up that
+needs earlier messages as context is retrieved again with them. The pipeline's order is
+the same for everything the turn writes or decides; only the read of the index starts early.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from botkit import metrics  # observability: stage timings, the turn's log line
 from botkit.agents import (
@@ -96,6 +102,12 @@ class Retriever(Protocol):
     def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
         """Ranked passages above the relevance threshold (possibly none)."""
         ...
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Retrieve a speculative retrieval's outcome nobody waits for (no 'never retrieved' warning)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def clean_text(text: object, *, max_chars: int) -> str:
@@ -226,8 +238,24 @@ class DialogueManager:
         metrics.begin_turn(self.config)  # observability
         limits = self.config.limits
         text = clean_text(incoming.text, max_chars=limits.max_message_chars)
-        conversation_id = await self._conversation_id(incoming)
-        lock_requested = time.perf_counter()  # observability
+        # Retrieval of the message as it stands starts now, beside the store's work; _answer
+        # uses it unless the history turns the message into a follow-up with context.
+        speculative = self._start_retrieve(text.strip()) if self.config.knowledge.speculative_retrieval else None
+        try:
+            conversation_id = await self._conversation_id(incoming)
+            lock_requested = time.perf_counter()  # observability
+            async for event in self._locked_turn(incoming, conversation_id, text, started, lock_requested, speculative,
+                                                 streaming=streaming):
+                yield event
+        finally:
+            if speculative is not None:  # used or not, its error (if any) is retrieved: no warning
+                speculative.add_done_callback(_discard)
+
+    async def _locked_turn(
+        self, incoming: IncomingMessage, conversation_id: str, text: str, started: float, lock_requested: float,
+        speculative: asyncio.Future[list[Passage]] | None, *, streaming: bool,
+    ) -> AsyncIterator[ReplyEvent]:
+        limits = self.config.limits
         # Record the user message (idempotent), then the lock, with the conversation as read
         # inside it (a human may have taken over) and the history window: one unit of work
         # where the store can.
@@ -252,17 +280,21 @@ class DialogueManager:
                 yield ReplyDelta(reply.text)
                 yield ReplyDone(reply)
                 return
-            async for event in self._answer(conversation, user, text, history, started, streaming=streaming):
+            async for event in self._answer(conversation, user, text, history, started, speculative,
+                                            streaming=streaming):
                 yield event
 
     async def _answer(
-        self, conversation: Conversation, user: Message, text: str, window: Sequence[Message], started: float, *,
-        streaming: bool,
+        self, conversation: Conversation, user: Message, text: str, window: Sequence[Message], started: float,
+        speculative: asyncio.Future[list[Passage]] | None = None, *, streaming: bool,
     ) -> AsyncIterator[ReplyEvent]:
         history = [m for m in window if m.id != user.id and m.role in ("user", "assistant", "agent")]
         query = contextualize(text, [m.text for m in history if m.role == "user"])
         try:
-            passages = await self._retrieve(query)
+            if speculative is not None and query == text.strip():
+                passages = await speculative  # started with the turn, for this very query
+            else:
+                passages = await self._retrieve(query)
         except KnowledgeError as exc:
             log.warning("knowledge base unavailable: %s", exc)
             reply = await self._record(conversation, user, KB_DOWN_TEXT, [], None, started, abstained=True)
@@ -325,10 +357,14 @@ class DialogueManager:
 
     async def _retrieve(self, query: str) -> list[Passage]:
         """``retriever.retrieve`` on :func:`retrieval_executor`, in this turn's context (its metrics record)."""
+        return await self._start_retrieve(query)
+
+    def _start_retrieve(self, query: str) -> asyncio.Future[list[Passage]]:
+        """:meth:`_retrieve`, started now; the future of its passages."""
         call = functools.partial(
             contextvars.copy_context().run, self.retriever.retrieve, query, k=self.config.knowledge.top_k
         )
-        return await asyncio.get_running_loop().run_in_executor(retrieval_executor(), call)
+        return asyncio.get_running_loop().run_in_executor(retrieval_executor(), call)
 
     async def _abstain(
         self, conversation: Conversation, user: Message, started: float, *,

@@ -75,3 +75,10 @@ class KnowledgeSettings(BaseModel):
         description="Before retrieval, replace a question's misspelt words (not in the knowledge base, not a word the "
         "embedding model knows) with a knowledge-base word one edit away.",
     )
+    speculative_retrieval: bool = Field(
+        True,
+        description="Start retrieving a message while its turn is recorded and waits for the conversation's lock, "
+        "and use that result when the message needs no earlier message as context (a follow-up is retrieved again "
+        "with its context). Saves the store's time from each turn's latency; costs a wasted retrieval for follow-ups "
+        "and for conversations a person has taken over.",
+    )

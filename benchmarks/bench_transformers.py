@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _util import REPO, machine  # noqa: F401 - puts the repo on sys.path
+from _util import machine  # importing _util also puts the repo on sys.path
 
 from botkit.backends.base import ChatMessage, Done, Prompt, TextDelta
 from botkit.backends.transformers_backend import TransformersBackend
@@ -93,15 +93,15 @@ def raw_generate(loaded: Any, tokens: int, runs: int) -> dict[str, float]:
             pass
 
     ids = loaded.tokenizer("How do I reset my password?", return_tensors="pt").input_ids.to(loaded.device)
-    variants = {"plain": {}, "streamer": {"streamer": None}, "stopping": {"stopping_criteria": None}}
+    variants = {"plain": (False, False), "streamer": (True, False), "stopping": (False, True)}
     results = {}
-    for name, extra in variants.items():
+    for name, (streamer, stopping) in variants.items():
         rates = []
         for index in range(runs + 1):
             kwargs: dict[str, Any] = {}
-            if "streamer" in extra:
+            if streamer:
                 kwargs["streamer"] = Sink(loaded.tokenizer, skip_prompt=True)
-            if "stopping_criteria" in extra:
+            if stopping:
                 kwargs["stopping_criteria"] = StoppingCriteriaList([Never()])
             started = time.monotonic()
             with torch.inference_mode():

@@ -241,11 +241,8 @@ class ExtractiveBackend(Backend):
         try:
             from knowledge.embeddings import embedder_for
 
-            embedder = embedder_for(self.config.knowledge)
-            if getattr(embedder, "query_runtime", "torch") == "onnx":  # short texts: the fast query path
-                self._embed = lambda texts: _stack([embedder.embed_query(t) for t in texts])
-            else:
-                self._embed = embedder.embed
+            # Sentences are short texts: the query path (ONNX Runtime where it runs), in one call.
+            self._embed = embedder_for(self.config.knowledge).embed_queries
         except Exception as exc:  # noqa: BLE001 - sentence scoring falls back to words, the answer still comes
             log.warning("extractive: no embedding model for sentence scoring (%s); scoring by words only", exc)
             self.options = self.options.model_copy(update={"semantic": False})
@@ -401,12 +398,6 @@ class _Scorer:
         if self.embed is None:
             return _RATIO * best
         return best - _MARGIN if lead else best - _MARGIN / 4
-
-
-def _stack(vectors: list[Any]) -> Any:
-    import numpy as np
-
-    return np.stack(vectors)
 
 
 def _leaf(section: str) -> str:

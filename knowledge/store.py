@@ -290,6 +290,7 @@ class _Get:
     ids: tuple[str, ...]
     with_embeddings: bool
 
+
 def _client(*, path: Path | None, url: str | None) -> tuple[Any, str]:
     try:
         import chromadb

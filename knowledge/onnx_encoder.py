@@ -94,16 +94,60 @@ class OnnxQueryEncoder:
         return made
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 vectors, one row per text."""
+        """L2-normalised float32 vectors, one row per text.
+
+        A batch is run as groups of similar length (:func:`length_groups`), each padded to
+        its own longest text only: a batch of concurrent queries mixes short and long ones,
+        and padding every one to the longest wasted a third of the model's work.
+        """
         batch = self._tokenizer(
             list(texts), padding=True, truncation=True, max_length=self._max_length, return_tensors="np"
         )
-        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self._inputs}
-        hidden = self._session.run(None, feed)[0]
-        mask = np.asarray(batch["attention_mask"], dtype=np.float32)[..., None]
-        pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return np.ascontiguousarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
+        arrays = {name: np.asarray(batch[name], dtype=np.int64) for name in self._inputs}
+        mask = np.asarray(batch["attention_mask"])
+        lengths = mask.sum(axis=1)
+        out = np.empty((len(lengths), 0), dtype=np.float32)
+        for rows in length_groups(lengths):
+            width = max(int(lengths[rows].max()), 1)
+            hidden = self._session.run(None, {name: a[rows, :width] for name, a in arrays.items()})[0]
+            weights = mask[rows, :width, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            if out.shape[1] == 0:
+                out = np.empty((len(lengths), pooled.shape[1]), dtype=np.float32)
+            out[rows] = pooled
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+
+#: What one ONNX Runtime call costs besides its tokens, in padded tokens: MiniLM on 2 CPU
+#: cores took about 5 ms a call plus 0.19 ms a padded token. The figure only sets where
+#: splitting a batch stops paying; on 16-query bursts of the example questions, grouping
+#: took 66 ms (median) where one padded call took 73.
+CALL_COST_TOKENS = 24
+
+
+def length_groups(lengths: np.ndarray, call_cost: int = CALL_COST_TOKENS) -> list[np.ndarray]:
+    """Row indices of ``lengths`` split into groups of similar length, each run as one call.
+
+    The rows are sorted by length and cut where it minimises the padded tokens plus
+    ``call_cost`` a call (an exact dynamic programme over the sorted rows; batches are tens
+    of queries). One group when padding costs less than another call.
+    """
+    order = np.argsort(lengths, kind="stable")
+    size = len(order)
+    if size <= 1:
+        return [order]
+    ordered = [int(lengths[i]) for i in order]
+    best = [0] + [0] * size  # best[j]: cheapest cost of the first j sorted rows
+    cut = [0] * (size + 1)
+    for j in range(1, size + 1):
+        best[j], cut[j] = min((best[i] + call_cost + (j - i) * ordered[j - 1], i) for i in range(j))
+    groups: list[np.ndarray] = []
+    j = size
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def _encoder_module(model: Any) -> Any:
@@ -180,4 +224,4 @@ def _export(model: Any, encoder: Any, model_id: str) -> Path:
     return target
 
 
-__all__ = ["OnnxQueryEncoder", "cache_dir"]
+__all__ = ["CALL_COST_TOKENS", "OnnxQueryEncoder", "cache_dir", "length_groups"]

@@ -9,7 +9,7 @@ import pytest
 
 from knowledge.embeddings import SentenceTransformerEmbedder, bundled_model_path, load_embedder
 from knowledge.errors import EmbeddingModelError
-from knowledge.onnx_encoder import OnnxQueryEncoder, cache_dir
+from knowledge.onnx_encoder import OnnxQueryEncoder, cache_dir, length_groups
 
 QUERIES = [
     "How do I reset my password?",
@@ -113,3 +113,35 @@ def test_an_unwritable_cache_or_a_damaged_export_falls_back_to_torch(
     assert not exported.exists()  # dropped: the next load exports it again
     again = OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
     assert again.encode(["works again"]).shape == (1, 384)
+
+
+def test_length_groups_cover_every_row_once_and_split_only_when_padding_costs_more_than_a_call() -> None:
+    lengths = np.array([30, 5, 6, 29, 7, 31, 5])
+    groups = length_groups(lengths, call_cost=24)
+    assert sorted(int(i) for g in groups for i in g) == list(range(len(lengths)))
+    assert [sorted(lengths[g].tolist()) for g in groups] == [[5, 5, 6, 7], [29, 30, 31]]
+    assert len(length_groups(lengths, call_cost=10_000)) == 1  # a call dearer than any padding: one call
+    assert len(length_groups(np.array([12] * 20))) == 1  # nothing to gain from splitting equal lengths
+    assert [g.tolist() for g in length_groups(np.array([9]))] == [[0]]
+    assert length_groups(np.array([], dtype=np.int64))[0].size == 0
+
+
+def test_a_batch_of_mixed_lengths_runs_in_groups_and_gives_each_texts_own_vector(
+    torch_embedder: SentenceTransformerEmbedder, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(onnx_cache))
+    encoder = OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    calls: list[int] = []
+    run = encoder._session.run
+
+    def counting(outputs: object, feed: dict[str, np.ndarray]) -> object:
+        calls.append(next(iter(feed.values())).shape[1])
+        return run(outputs, feed)
+
+    monkeypatch.setattr(encoder._session, "run", counting, raising=False)
+    texts = ["short", "a question of a good many more words than the others in this batch " * 4, "tiny", "small one"]
+    vectors = encoder.encode(texts)
+    assert len(calls) == 2 and min(calls) < 8  # the short ones were not padded to the long one
+    for text, vector in zip(texts, vectors):
+        assert np.abs(encoder.encode([text])[0] - vector).max() < 1e-5
+    assert np.abs(vectors - torch_embedder.embed(texts)).max() < 1e-4

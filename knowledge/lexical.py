@@ -15,6 +15,7 @@ words higher. A short list of English function words is dropped from queries.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from knowledge.errors import IndexUnavailable
+from knowledge.store import chunk_metadata
 from knowledge.types import Chunk
 
 TOKENIZER = "unicode61 remove_diacritics 2"
@@ -35,11 +37,14 @@ _BM25 = "bm25(chunk_text, 3.0, 1.5, 1.0)"
 
 # chunk_text (FTS5) holds the searchable text; chunk_meta, a plain table sharing its rowids,
 # maps chunk ids to rows (an indexed lookup: FTS5 cannot index an UNINDEXED column) and
-# holds the filter columns. The ingest manifest's tables live in the same file.
+# holds the filter columns, and in ``payload`` the chunk as the vector store holds it (its
+# text and flat metadata, JSON): the retriever reads its winners here, a primary-key lookup,
+# instead of from Chroma (see :meth:`LexicalIndex.stored`). The ingest manifest's tables live
+# in the same file.
 SCHEMA = (
     "DROP TABLE IF EXISTS chunks_fts",  # the first layout; its chunks are re-ingested by reconcile
     "CREATE TABLE IF NOT EXISTS chunk_meta (rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, "
-    "source TEXT NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL)",
+    "source TEXT NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT)",
     "CREATE INDEX IF NOT EXISTS chunk_meta_origin ON chunk_meta (origin)",
     f"CREATE VIRTUAL TABLE IF NOT EXISTS chunk_text USING fts5(title, section, body, tokenize='{TOKENIZER}')",
     "CREATE TABLE IF NOT EXISTS manifest (source TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
@@ -126,6 +131,9 @@ class LexicalIndex:
             conn.execute("PRAGMA journal_mode=WAL")
             for statement in SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(chunk_meta)")}
+            if "payload" not in columns:  # an index built before payloads: its chunks are read from Chroma
+                conn.execute("ALTER TABLE chunk_meta ADD COLUMN payload TEXT")
         except sqlite3.Error as exc:
             raise IndexUnavailable(
                 f"lexical index {self.path}: {exc}; delete it and run `botkit ingest --rebuild`"
@@ -194,7 +202,9 @@ class LexicalIndex:
             _delete(conn, doomed)
             for chunk in chunks:
                 meta, text = _row(chunk)
-                rowid = conn.execute("INSERT INTO chunk_meta (chunk_id, source, origin, kind) VALUES (?,?,?,?)", meta).lastrowid
+                rowid = conn.execute(
+                    "INSERT INTO chunk_meta (chunk_id, source, origin, kind, payload) VALUES (?,?,?,?,?)", meta
+                ).lastrowid
                 conn.execute("INSERT INTO chunk_text (rowid, title, section, body) VALUES (?,?,?,?)", (rowid, *text))
 
     def delete(self, ids: Iterable[str]) -> None:
@@ -235,6 +245,32 @@ class LexicalIndex:
         except sqlite3.Error as exc:
             raise IndexUnavailable(f"lexical index {self.path}: read failed: {exc}") from exc
         return [cid for cid in ids if cid in found]
+
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """``{id: (text, metadata)}`` of the chunks in ``ids`` as the vector store holds them.
+
+        Written in the transaction that commits the chunk (with the manifest), so these are
+        the committed versions. Ids this index does not name, or that were indexed before
+        payloads were kept, are left out: read those from the vector store.
+        """
+        if not ids:
+            return {}
+        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        try:
+            with self._reading() as conn:
+                for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                    part = list(ids[start : start + 500])
+                    marks = ",".join("?" * len(part))
+                    rows = conn.execute(
+                        f"SELECT chunk_id, payload FROM chunk_meta WHERE chunk_id IN ({marks}) AND payload IS NOT NULL",
+                        part,
+                    )
+                    for chunk_id, payload in rows:
+                        data = json.loads(payload)
+                        found[chunk_id] = (data["text"], data["metadata"])
+        except sqlite3.Error as exc:
+            raise IndexUnavailable(f"lexical index {self.path}: read failed: {exc}") from exc
+        return found
 
     def vocabulary(self, *, max_age_s: float = VOCABULARY_MAX_AGE_S) -> Mapping[str, int]:
         """Every indexed word of a Latin-script alphabet (lowercase) → how many chunks hold it.
@@ -291,7 +327,7 @@ def _delete(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
     conn.executemany("DELETE FROM chunk_meta WHERE chunk_id = ?", rows)
 
 
-def _row(chunk: Chunk) -> tuple[tuple[str, str, str, str], tuple[str, str, str]]:
+def _row(chunk: Chunk) -> tuple[tuple[str, str, str, str, str], tuple[str, str, str]]:
     """(chunk_meta values, chunk_text values) of a chunk; FAQ pairs index question and answer."""
     body = chunk.text
     if chunk.kind == "faq":
@@ -299,7 +335,8 @@ def _row(chunk: Chunk) -> tuple[tuple[str, str, str, str], tuple[str, str, str]]
         answer = str(chunk.metadata.get("answer") or "")
         parts = [question] + ([answer] if answer and answer not in body else []) + [body]
         body = "\n".join(p for p in parts if p)
-    meta = (chunk.id, chunk.source, chunk.origin, chunk.kind)
+    payload = json.dumps({"text": chunk.text, "metadata": chunk_metadata(chunk)}, ensure_ascii=False)
+    meta = (chunk.id, chunk.source, chunk.origin, chunk.kind, payload)
     return meta, (cjk_bigrams(chunk.title), cjk_bigrams(chunk.section), cjk_bigrams(body))
 
 

@@ -51,3 +51,38 @@ def test_concurrent_searches_and_reopening_after_close(tmp_path: Path) -> None:
     index.close()
     assert index.search("word7", k=1)[0].chunk_id == "c7"  # a closed index opens again on use
     index.close()
+
+
+def test_stored_gives_the_committed_chunk_as_the_vector_store_holds_it(tmp_path: Path) -> None:
+    from knowledge.store import chunk_metadata
+
+    index = LexicalIndex(tmp_path / "lexical.db")
+    chunk = Chunk(id="c1", source="faq.csv#3", origin="faq.csv", title="Warranty", section="Q", text="Two years.",
+                  embed_text="Two years.", ordinal=3, kind="faq", url="https://help.example/w",
+                  metadata={"question": "How long is the warranty?", "page": 2})
+    index.replace([chunk, _chunk(2, "other")])
+    stored = index.stored(["c2", "missing", "c1"])
+    assert set(stored) == {"c1", "c2"}
+    assert stored["c1"] == ("Two years.", chunk_metadata(chunk))
+    index.delete(["c1"])
+    assert set(index.stored(["c1", "c2"])) == {"c2"}
+    assert index.stored([]) == {}
+
+
+def test_an_index_from_before_payloads_gains_the_column_and_reports_its_chunks_as_not_stored(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "lexical.db"
+    old = sqlite3.connect(path)  # the layout of an index built by an earlier version
+    old.execute("CREATE TABLE chunk_meta (rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, "
+                "source TEXT NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL)")
+    old.execute("CREATE VIRTUAL TABLE chunk_text USING fts5(title, section, body)")
+    old.execute("INSERT INTO chunk_meta (rowid, chunk_id, source, origin, kind) VALUES (1, 'old', 'a.md', 'a.md', 'article')")
+    old.execute("INSERT INTO chunk_text (rowid, title, section, body) VALUES (1, '', '', 'descaling the machine')")
+    old.commit()
+    old.close()
+    index = LexicalIndex(path)
+    assert [h.chunk_id for h in index.search("descaling", k=5)] == ["old"]
+    assert index.stored(["old"]) == {}  # read from the vector store instead
+    index.replace([_chunk(2, "new text")])
+    assert set(index.stored(["old", "c2"])) == {"c2"}

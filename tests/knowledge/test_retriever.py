@@ -222,3 +222,21 @@ def test_contextualize_prepends_history_for_follow_ups(question: str, history: l
 def test_standalone_questions_are_not_follow_ups() -> None:
     assert not is_follow_up("Which payment methods do you accept for annual invoices?")
     assert is_follow_up("and Slack?")
+
+
+def test_passages_read_from_the_lexical_index_equal_those_read_from_chroma(kb: KnowledgeBase) -> None:
+    """Winners are read from the lexical index's payloads; an index built before them (no
+    payloads) reads them from Chroma: the passages are the same either way."""
+    queries = ["How do I descale the machine?", "order number " + SKUS[3], "重置密码", "How long is the warranty?"]
+    mode_results = {(q, m): kb.retriever.retrieve(q, k=5, mode=m) for q in queries for m in ("hybrid", "vector", "lexical")}
+    assert any(mode_results.values())
+    with kb.retriever.lexical.transaction() as conn:
+        saved = conn.execute("SELECT chunk_id, payload FROM chunk_meta").fetchall()
+        conn.execute("UPDATE chunk_meta SET payload = NULL")
+    try:
+        assert kb.retriever.lexical.stored([cid for cid, _ in saved]) == {}
+        for (query, mode), expected in mode_results.items():
+            assert kb.retriever.retrieve(query, k=5, mode=mode) == expected, (query, mode)
+    finally:
+        with kb.retriever.lexical.transaction() as conn:
+            conn.executemany("UPDATE chunk_meta SET payload = ? WHERE chunk_id = ?", [(p, c) for c, p in saved])

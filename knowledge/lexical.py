@@ -235,11 +235,7 @@ class LexicalIndex:
             return []
         try:
             with self._reading() as conn:
-                found: set[str] = set()
-                for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                    part = list(ids[start : start + 500])
-                    marks = ",".join("?" * len(part))
-                    found.update(r[0] for r in conn.execute(f"SELECT chunk_id FROM chunk_meta WHERE chunk_id IN ({marks})", part))
+                found = {row[0] for row in _rows_of(conn, "SELECT chunk_id FROM chunk_meta WHERE chunk_id IN ({})", ids)}
                 if not found and conn.execute("SELECT 1 FROM chunk_meta LIMIT 1").fetchone() is None:
                     return list(ids)
         except sqlite3.Error as exc:
@@ -255,22 +251,13 @@ class LexicalIndex:
         """
         if not ids:
             return {}
-        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        sql = "SELECT chunk_id, payload FROM chunk_meta WHERE chunk_id IN ({}) AND payload IS NOT NULL"
         try:
             with self._reading() as conn:
-                for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                    part = list(ids[start : start + 500])
-                    marks = ",".join("?" * len(part))
-                    rows = conn.execute(
-                        f"SELECT chunk_id, payload FROM chunk_meta WHERE chunk_id IN ({marks}) AND payload IS NOT NULL",
-                        part,
-                    )
-                    for chunk_id, payload in rows:
-                        data = json.loads(payload)
-                        found[chunk_id] = (data["text"], data["metadata"])
+                payloads = {chunk_id: json.loads(payload) for chunk_id, payload in _rows_of(conn, sql, ids)}
         except sqlite3.Error as exc:
             raise IndexUnavailable(f"lexical index {self.path}: read failed: {exc}") from exc
-        return found
+        return {chunk_id: (data["text"], data["metadata"]) for chunk_id, data in payloads.items()}
 
     def vocabulary(self, *, max_age_s: float = VOCABULARY_MAX_AGE_S) -> Mapping[str, int]:
         """Every indexed word of a Latin-script alphabet (lowercase) → how many chunks hold it.
@@ -319,6 +306,14 @@ class LexicalIndex:
         except sqlite3.Error as exc:
             raise IndexUnavailable(f"lexical index {self.path}: search failed: {exc}") from exc
         return [LexicalHit(chunk_id=cid, rank=i + 1, score=-float(score)) for i, (cid, score) in enumerate(rows)]
+
+
+def _rows_of(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql`` (its ``IN ({})`` filled with ``ids``), in parts of 500 ids: SQLite's
+    bound-parameter limit."""
+    for start in range(0, len(ids), 500):
+        part = list(ids[start : start + 500])
+        yield from conn.execute(sql.format(",".join("?" * len(part))), part)
 
 
 def _delete(conn: sqlite3.Connection, ids: Sequence[str]) -> None:

@@ -100,21 +100,23 @@ class OnnxQueryEncoder:
         its own longest text only: a batch of concurrent queries mixes short and long ones,
         and padding every one to the longest wasted a third of the model's work.
         """
+        if not texts:
+            return np.zeros((0, int(self._session.get_outputs()[0].shape[-1])), dtype=np.float32)
         batch = self._tokenizer(
             list(texts), padding=True, truncation=True, max_length=self._max_length, return_tensors="np"
         )
         arrays = {name: np.asarray(batch[name], dtype=np.int64) for name in self._inputs}
         mask = np.asarray(batch["attention_mask"])
         lengths = mask.sum(axis=1)
-        out = np.empty((len(lengths), 0), dtype=np.float32)
-        for rows in length_groups(lengths):
+        groups = length_groups(lengths)
+        pooled = []
+        for rows in groups:
             width = max(int(lengths[rows].max()), 1)
             hidden = self._session.run(None, {name: a[rows, :width] for name, a in arrays.items()})[0]
             weights = mask[rows, :width, None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-            if out.shape[1] == 0:
-                out = np.empty((len(lengths), pooled.shape[1]), dtype=np.float32)
-            out[rows] = pooled
+            pooled.append((hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None))
+        out = np.empty((len(lengths), pooled[0].shape[1]), dtype=np.float32)
+        out[np.concatenate(groups)] = np.concatenate(pooled)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.ascontiguousarray(out / np.clip(norms, 1e-12, None), dtype=np.float32)
 

@@ -261,27 +261,25 @@ class Retriever:
         return passages + companions[: k - len(passages)]
 
     def _read(self, ids: Sequence[str], vector_sims: Mapping[str, float]) -> list[StoredChunk]:
-        """The chunks ``ids`` (those that exist, in order), with their stored vectors where
+        """The chunks ``ids`` (those in the index, in order), with their stored vectors where
         ``vector_sims`` lacks their similarity.
 
         Texts and metadata come from the lexical index (written with the manifest, so the
         committed versions, and a primary-key lookup: a read of five winners from Chroma
-        took 1.3-2.7 ms at 100k chunks); from Chroma for chunks indexed before it kept them.
+        took 1.3-2.7 ms at 100k chunks). Chroma is read, batched with concurrent searches'
+        reads, for the vectors of lexical-only hits and for chunks indexed before the
+        lexical index kept them; a chunk Chroma does not hold is not in the index (yet).
         """
         found = {cid: StoredChunk(id=cid, text=text, metadata=metadata)
                  for cid, (text, metadata) in self.lexical.stored(ids).items()}
-        missing = [cid for cid in ids if cid not in found]
-        if missing:
-            found.update((c.id, c) for c in self.store.get(missing, with_embeddings=any(
-                cid not in vector_sims for cid in missing)))
-        need = [cid for cid in ids if cid not in vector_sims and cid in found and found[cid].embedding is None]
-        if need:
-            vectors = self.store.embeddings(need)
-            for cid in need:  # a chunk without a vector in Chroma is not in the index (yet): skipped
-                if cid in vectors:
-                    found[cid] = replace(found[cid], embedding=vectors[cid])
+        wanted = [cid for cid in ids if cid not in found or cid not in vector_sims]
+        if wanted:
+            read = {c.id: c for c in self.store.get(wanted, with_embeddings=any(cid not in vector_sims for cid in wanted))}
+            for cid in wanted:
+                if cid in read:
+                    found[cid] = read[cid]
                 else:
-                    del found[cid]
+                    found.pop(cid, None)
         return [found[cid] for cid in ids if cid in found]
 
     def _call(self, fn: Callable[..., Any], *args: Any, background: bool, **kwargs: Any) -> Any:

@@ -282,7 +282,7 @@ class SQLConversationStore(ConversationStore):
         PostgreSQL keeps the default: a read and a one-statement insert, no transaction."""
         units = self._opened()[0]
         recorded = None
-        if units.dialect != "postgresql" and _ID.fullmatch(conversation_id):
+        if self._one_unit(conversation_id):
             values, start = turns.new_user_message(
                 text, bot=bot, channel=channel, external_id=external_id, metadata=metadata,
                 channel_message_id=channel_message_id,
@@ -499,14 +499,14 @@ class SQLConversationStore(ConversationStore):
         starting the conversation), taking the lock and the turn's first read (conversation,
         earlier-message check, history) are one unit of work: the message is written first,
         in the same transaction. Otherwise, and for a resent message, the default's steps."""
-        units, locks = self._opened()
+        locks = self._opened()[1]
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         default = partial(
             super().user_turn, conversation_id, text, bot=bot, channel=channel, external_id=external_id,
             metadata=metadata, channel_message_id=channel_message_id, timeout=timeout, history=history,
         )
-        if units.dialect == "postgresql" or not _ID.fullmatch(conversation_id):
+        if not self._one_unit(conversation_id):
             async with default() as turn:
                 yield turn
             return
@@ -519,6 +519,11 @@ class SQLConversationStore(ConversationStore):
             default=default,
         ) as turn:
             yield turn
+
+    def _one_unit(self, conversation_id: str) -> bool:
+        """Whether a turn's start in ``conversation_id`` may be one unit of work: on SQLite,
+        for an id of the store's own format (PostgreSQL keeps the default steps)."""
+        return self._opened()[0].dialect != "postgresql" and _ID.fullmatch(conversation_id) is not None
 
     async def _window(self, conversation_id: str, limit: int) -> list[Message]:
         return await self.history(conversation_id, limit=limit)

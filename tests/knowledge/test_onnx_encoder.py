@@ -145,3 +145,4 @@ def test_a_batch_of_mixed_lengths_runs_in_groups_and_gives_each_texts_own_vector
     for text, vector in zip(texts, vectors):
         assert np.abs(encoder.encode([text])[0] - vector).max() < 1e-5
     assert np.abs(vectors - torch_embedder.embed(texts)).max() < 1e-4
+    assert encoder.encode([]).shape == (0, 384)

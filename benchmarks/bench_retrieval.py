@@ -46,7 +46,7 @@ from _util import percentile, table, write_results
 
 from knowledge.embeddings import Embedder, load_embedder
 from knowledge.lexical import LexicalIndex
-from knowledge.retriever import Retriever
+from knowledge.retriever import Retriever, _fuse
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import VectorStore
 from knowledge.types import Chunk
@@ -55,7 +55,7 @@ DIM = 384
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "be", "da", "fi", "go", "hu", "ja", "ke", "pa", "qu", "ze"]
 
 
-CACHE_VERSION = 3  # bump when the synthetic corpus or the index layout changes
+CACHE_VERSION = 4  # bump when the synthetic corpus or the index layout changes
 
 
 def vocabulary(seed: int, size: int = 20_000) -> list[str]:
@@ -118,12 +118,14 @@ def build(folder: Path, n: int, batch: int, seed: int, budget_s: float) -> tuple
         store.upsert(chunks, vectors)
         progress["chroma_seconds"] += time.perf_counter() - t
         t = time.perf_counter()
-        lexical.replace(chunks)  # one transaction per batch
+        lexical.replace(chunks, vectors=vectors)  # one transaction per batch, as ingestion writes them
         progress["fts_seconds"] += time.perf_counter() - t
         progress["chunks"] = start + len(chunks)
         progress["build_seconds"] = progress["chroma_seconds"] + progress["fts_seconds"]
         progress_file.write_text(json.dumps(progress))
         print(f"  built {progress['chunks']}/{n} chunks ({time.perf_counter() - started:.0f}s this run)", flush=True)
+        if progress["chunks"] >= n:
+            lexical.optimize()  # as ingestion does at the end of a run
     return store, lexical, words, dict(progress)
 
 
@@ -160,7 +162,7 @@ def parts(retriever: Retriever, vectors: np.ndarray, texts: list[str], count: in
         t1 = time.perf_counter()
         lex = lexical.search(texts[i], k=depth)
         t2 = time.perf_counter()
-        order = list(dict.fromkeys([h.id for h in hits] + [h.chunk_id for h in lex]))
+        order = _fuse([h.id for h in hits], {h.chunk_id: h.rank for h in lex}, "hybrid")
         order = lexical.committed(order)
         t3 = time.perf_counter()
         retriever._read(order[: 2 * k], {h.id: float(h.similarity or 0.0) for h in hits})  # as _search reads a page

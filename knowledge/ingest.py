@@ -240,6 +240,8 @@ def sync_into(
         for entry in gone:
             if progress is not None:
                 progress(IngestProgress(source=entry.source, status="removed", done=done, total=total))
+    if report.added or report.updated or report.removed:
+        lexical.optimize()  # one FTS segment again: searches read one b-tree, not one a write
     report.chunks = store.count()
     report.seconds = time.perf_counter() - started
     manifest.set_meta("last_ingest", {"at": now(), "model": embedder.model_id, "report": report.to_dict()})
@@ -363,7 +365,7 @@ def _write_window(
             )
         )
     with lexical.transaction():  # 2. FTS + manifest, atomically
-        lexical.replace(chunks, remove=stale)
+        lexical.replace(chunks, remove=stale, vectors=vectors)
         manifest.put(entries)
     if stale:
         store.delete(stale)  # 3. old vectors

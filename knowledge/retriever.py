@@ -230,7 +230,7 @@ class Retriever:
         #    threshold; the passages ranked with it then need only reach the passage threshold.
         identifiers = identifiers_of(query_text) if lexical_ranks else set()
         if mode == "lexical" and order:  # no vector search: the similarities come from the stored vectors
-            vector_sims = {cid: float(np.dot(vector, e)) for cid, e in self.store.embeddings(order).items()}
+            vector_sims = {chunk.id: _similarity(vector, chunk) for chunk in self._read(order, {})}
         best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
         floor = relevance_floor(best, threshold, passage_threshold)
 
@@ -264,15 +264,16 @@ class Retriever:
         """The chunks ``ids`` (those in the index, in order), with their stored vectors where
         ``vector_sims`` lacks their similarity.
 
-        Texts and metadata come from the lexical index (written with the manifest, so the
-        committed versions, and a primary-key lookup: a read of five winners from Chroma
-        took 1.3-2.7 ms at 100k chunks). Chroma is read, batched with concurrent searches'
-        reads, for the vectors of lexical-only hits and for chunks indexed before the
-        lexical index kept them; a chunk Chroma does not hold is not in the index (yet).
+        Texts, metadata and vectors come from the lexical index (written with the manifest,
+        so the committed versions, and a primary-key lookup: reading five winners from
+        Chroma took 1.3-2.7 ms at 100k chunks, and the vectors of a hybrid search's
+        lexical-only hits another 2 ms). Chroma is read, batched with concurrent searches'
+        reads, only for what an index built by an earlier version lacks; a chunk Chroma
+        does not hold is not in the index (yet).
         """
-        found = {cid: StoredChunk(id=cid, text=text, metadata=metadata)
-                 for cid, (text, metadata) in self.lexical.stored(ids).items()}
-        wanted = [cid for cid in ids if cid not in found or cid not in vector_sims]
+        found = self.lexical.stored(ids)
+        wanted = [cid for cid in ids
+                  if cid not in found or (cid not in vector_sims and found[cid].embedding is None)]
         if wanted:
             read = {c.id: c for c in self.store.get(wanted, with_embeddings=any(cid not in vector_sims for cid in wanted))}
             for cid in wanted:

@@ -7,6 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from knowledge.lexical import LexicalIndex
 from knowledge.types import Chunk
 
@@ -63,10 +66,35 @@ def test_stored_gives_the_committed_chunk_as_the_vector_store_holds_it(tmp_path:
     index.replace([chunk, _chunk(2, "other")])
     stored = index.stored(["c2", "missing", "c1"])
     assert set(stored) == {"c1", "c2"}
-    assert stored["c1"] == ("Two years.", chunk_metadata(chunk))
+    assert (stored["c1"].text, stored["c1"].metadata) == ("Two years.", chunk_metadata(chunk))
+    assert stored["c1"].embedding is None  # no vectors given: none kept
     index.delete(["c1"])
     assert set(index.stored(["c1", "c2"])) == {"c2"}
     assert index.stored([]) == {}
+
+
+def test_vectors_are_kept_exactly_and_replaced_with_their_chunk(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path / "lexical.db")
+    vectors = np.random.default_rng(0).normal(size=(2, 384)).astype(np.float32)
+    index.replace([_chunk(1, "one"), _chunk(2, "two")], vectors=vectors)
+    stored = index.stored(["c1", "c2"])
+    assert np.array_equal(stored["c1"].embedding, vectors[0]) and np.array_equal(stored["c2"].embedding, vectors[1])
+    index.replace([_chunk(1, "one, edited")], vectors=vectors[1:])
+    assert np.array_equal(index.stored(["c1"])["c1"].embedding, vectors[1])
+    with pytest.raises(ValueError, match="2 chunks need as many vectors"):
+        index.replace([_chunk(3, "three"), _chunk(4, "four")], vectors=vectors[:1])
+    assert set(index.stored(["c3", "c4"])) == set()  # nothing written
+
+
+def test_optimize_keeps_every_match(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path / "lexical.db")
+    for i in range(30):  # one transaction, so one FTS segment, each
+        index.replace([_chunk(i, f"word{i} shared text")])
+    before = [h.chunk_id for h in index.search("shared word7", k=40)]
+    index.optimize()
+    assert [h.chunk_id for h in index.search("shared word7", k=40)] == before
+    assert len(before) == 30 and before[0] == "c7"
+    index.close()
 
 
 def test_an_index_from_before_payloads_gains_the_column_and_reports_its_chunks_as_not_stored(tmp_path: Path) -> None:
@@ -84,5 +112,6 @@ def test_an_index_from_before_payloads_gains_the_column_and_reports_its_chunks_a
     index = LexicalIndex(path)
     assert [h.chunk_id for h in index.search("descaling", k=5)] == ["old"]
     assert index.stored(["old"]) == {}  # read from the vector store instead
-    index.replace([_chunk(2, "new text")])
+    index.replace([_chunk(2, "new text")], vectors=np.ones((1, 3), dtype=np.float32))
     assert set(index.stored(["old", "c2"])) == {"c2"}
+    assert index.stored(["c2"])["c2"].embedding.tolist() == [1.0, 1.0, 1.0]

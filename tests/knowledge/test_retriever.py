@@ -224,19 +224,30 @@ def test_standalone_questions_are_not_follow_ups() -> None:
     assert is_follow_up("and Slack?")
 
 
-def test_passages_read_from_the_lexical_index_equal_those_read_from_chroma(kb: KnowledgeBase) -> None:
-    """Winners are read from the lexical index's payloads; an index built before them (no
-    payloads) reads them from Chroma: the passages are the same either way."""
+def test_passages_read_from_the_lexical_index_equal_those_read_from_chroma(
+    kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Winners and the vectors of lexical-only hits are read from the lexical index, without
+    Chroma; an index built before it kept them (no vectors, or no payloads either) reads them
+    from Chroma: the passages are the same every way."""
     queries = ["How do I descale the machine?", "order number " + SKUS[3], "重置密码", "How long is the warranty?"]
+    chroma_reads: list[list[str]] = []
+    get = kb.retriever.store.get
+    monkeypatch.setattr(kb.retriever.store, "get", lambda ids, **kw: chroma_reads.append(list(ids)) or get(ids, **kw))
     mode_results = {(q, m): kb.retriever.retrieve(q, k=5, mode=m) for q in queries for m in ("hybrid", "vector", "lexical")}
     assert any(mode_results.values())
+    assert chroma_reads == []
     with kb.retriever.lexical.transaction() as conn:
-        saved = conn.execute("SELECT chunk_id, payload FROM chunk_meta").fetchall()
-        conn.execute("UPDATE chunk_meta SET payload = NULL")
+        saved = conn.execute("SELECT chunk_id, payload, vector FROM chunk_meta").fetchall()
     try:
-        assert kb.retriever.lexical.stored([cid for cid, _ in saved]) == {}
-        for (query, mode), expected in mode_results.items():
-            assert kb.retriever.retrieve(query, k=5, mode=mode) == expected, (query, mode)
+        for dropped in ("vector = NULL", "payload = NULL, vector = NULL"):
+            with kb.retriever.lexical.transaction() as conn:
+                conn.execute(f"UPDATE chunk_meta SET {dropped}")
+            for (query, mode), expected in mode_results.items():
+                assert kb.retriever.retrieve(query, k=5, mode=mode) == expected, (query, mode, dropped)
+        assert kb.retriever.lexical.stored([cid for cid, _, _ in saved]) == {}
+        assert chroma_reads
     finally:
         with kb.retriever.lexical.transaction() as conn:
-            conn.executemany("UPDATE chunk_meta SET payload = ? WHERE chunk_id = ?", [(p, c) for c, p in saved])
+            conn.executemany("UPDATE chunk_meta SET payload = ?, vector = ? WHERE chunk_id = ?",
+                             [(p, v, c) for c, p, v in saved])

@@ -153,6 +153,10 @@ class ThreadUnits(Units):
         self._local = threading.local()
         self._connections: list[Connection] = []
         self._connections_lock = threading.Lock()
+        # One writer at a time in this process: SQLite admits one anyway, and a writer
+        # refused by another connection waits in SQLite's busy handler, which sleeps 1, 2,
+        # 5, 10, 15, 20, 25... ms between retries instead of waking when the write ends.
+        self._write_lock = threading.Lock()
 
     async def run(
         self,
@@ -174,7 +178,10 @@ class ThreadUnits(Units):
         connection = self._thread_connection()
         try:
             connection.execution_options(**{WRITE: write})
-            with connection.begin():
+            if not write:
+                with connection.begin():
+                    return work(connection, *args)
+            with self._write_lock, connection.begin():
                 return work(connection, *args)
         finally:
             if connection.invalidated:

@@ -1,5 +1,8 @@
 """Retrieval quality on examples/faq-agent/questions.jsonl: hybrid vs vector-only vs lexical.
 
+Hybrid is measured with the default fusion (``knowledge.fusion: rrf``) and, as
+``hybrid-relative``, with relative score fusion.
+
 hit@1/3/5 and MRR (cut-off 5) per question kind and overall, over the questions with
 expected sources, using the history-aware query (:func:`knowledge.query.contextualize`).
 Three relevance settings: the default (what the bot does: the best passage must reach
@@ -27,7 +30,11 @@ from knowledge.evaluation import evaluate, load_questions
 from knowledge.index import KnowledgeBase
 from knowledge.settings import KnowledgeSettings
 
-MODES = ("hybrid", "vector", "lexical")
+MODES = ("hybrid", "hybrid-relative", "vector", "lexical")  # hybrid-relative: knowledge.fusion relative
+
+
+def _mode(name: str) -> str:
+    return name.split("-", 1)[0]
 
 
 def main() -> None:
@@ -69,8 +76,9 @@ def main() -> None:
         for setting in settings_list:
             threshold, passage = settings_by_name[setting]
             for mode in MODES:
+                kb.retriever.settings = settings.model_copy(update={"fusion": "relative"} if mode == "hybrid-relative" else {})
                 overall, by_kind = evaluate(
-                    lambda q, m=mode, t=threshold, g=passage: kb.retriever.retrieve_by_vector(
+                    lambda q, m=_mode(mode), t=threshold, g=passage: kb.retriever.retrieve_by_vector(
                         by_query[q.query], query_text=spelt[q.query], k=args.k, mode=m, threshold=t, passage_threshold=g),
                     questions,
                 )
@@ -79,9 +87,10 @@ def main() -> None:
                     "misses_at_3": sorted(q for q, r in overall.ranks.items() if r is None or r > 3),
                 }
             for mode in MODES:
+                kb.retriever.settings = settings.model_copy(update={"fusion": "relative"} if mode == "hybrid-relative" else {})
                 empty: dict[str, list[int]] = {}
                 for line, vector in zip(unanswerable, empty_vectors):
-                    got = kb.retriever.retrieve_by_vector(vector, query_text=line["question"], k=args.k, mode=mode,
+                    got = kb.retriever.retrieve_by_vector(vector, query_text=line["question"], k=args.k, mode=_mode(mode),
                                                           threshold=threshold, passage_threshold=passage)
                     empty.setdefault(line.get("kind", "-"), []).append(int(not got))
                 rejection[(setting, mode)] = {kind: sum(v) / len(v) for kind, v in sorted(empty.items())}

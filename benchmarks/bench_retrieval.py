@@ -162,7 +162,8 @@ def parts(retriever: Retriever, vectors: np.ndarray, texts: list[str], count: in
         t1 = time.perf_counter()
         lex = lexical.search(texts[i], k=depth)
         t2 = time.perf_counter()
-        order = _fuse([h.id for h in hits], {h.chunk_id: h.rank for h in lex}, "hybrid")
+        order = _fuse({h.id: float(h.similarity or 0.0) for h in hits}, {h.chunk_id: h.score for h in lex}, "hybrid",
+                      fusion=retriever.settings.fusion, vector_weight=retriever.settings.vector_weight)
         order = lexical.committed(order)
         t3 = time.perf_counter()
         retriever._read(order[: 2 * k], {h.id: float(h.similarity or 0.0) for h in hits})  # as _search reads a page

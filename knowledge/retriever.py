@@ -4,8 +4,17 @@ Modes:
 
 ``vector``   nearest chunks in the Chroma collection (cosine similarity).
 ``lexical``  BM25 over the SQLite FTS5 index (exact words: product names, error codes).
-``hybrid``   both lists fused with reciprocal rank fusion, ``Σ 1 / (60 + rank)``
-             (Cormack et al. 2009), the default when ``knowledge.hybrid`` is on.
+``hybrid``   both lists fused, the default when ``knowledge.hybrid`` is on. By
+             ``knowledge.fusion``: ``rrf`` (the default) is reciprocal rank fusion,
+             ``Σ 1 / (60 + rank)`` (Cormack et al. 2009); ``relative`` (Weaviate's
+             relativeScoreFusion) scales each list's scores to 0–1 between its own worst
+             and best candidate and sums them, the vector list weighted
+             ``knowledge.vector_weight`` (0.75) and the lexical list the rest, so it keeps
+             how far apart the candidates are (under RRF, a passage that merely shares a
+             word or two with a paraphrased question ranks as high on the lexical side as
+             an exact match). On the example help centre ``relative`` finds the right
+             source more often and ``rrf`` the right passage within it (see the setting's
+             description and ``benchmarks/bench_quality.py``).
 
 Whatever the mode, :attr:`Passage.score` is the chunk's cosine similarity to the query
 (computed from the stored vector for chunks that only the lexical search found). The order
@@ -222,7 +231,8 @@ class Retriever:
         lexical_ranks = {hit.chunk_id: hit.rank for hit in lexical_hits}
         query_text = plan.query_text
         vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
-        order = _fuse(list(vector_sims), lexical_ranks, mode)
+        order = _fuse(vector_sims, {hit.chunk_id: hit.score for hit in lexical_hits}, mode,
+                      fusion=self.settings.fusion, vector_weight=self.settings.vector_weight)
         # One version per source while it is re-ingested: only chunks the committed manifest names.
         order = self.lexical.committed(order)
 
@@ -402,19 +412,42 @@ def _keep(chunk: StoredChunk, filters: Mapping[str, Any]) -> bool:
     return not prefix or chunk.field("source").startswith(prefix) or chunk.field("origin").startswith(prefix)
 
 
-def _fuse(vector_ids: Sequence[str], lexical_ranks: Mapping[str, int], mode: str) -> list[str]:
-    """Chunk ids in the mode's order (reciprocal rank fusion for hybrid)."""
+def _fuse(
+    vector_sims: Mapping[str, float], lexical_scores: Mapping[str, float], mode: str, *,
+    fusion: str = "rrf", vector_weight: float = 0.75,
+) -> list[str]:
+    """Chunk ids in the mode's order.
+
+    ``vector_sims`` (cosine similarity) and ``lexical_scores`` (BM25, higher is better) are
+    each in their own ranking's order, best first. Hybrid ties go to the better vector rank.
+    """
     if mode == "vector":
-        return list(vector_ids)
+        return list(vector_sims)
     if mode == "lexical":
-        return sorted(lexical_ranks, key=lexical_ranks.__getitem__)
+        return list(lexical_scores)
     fused: dict[str, float] = {}
-    for rank, cid in enumerate(vector_ids, start=1):
-        fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
-    for cid, rank in lexical_ranks.items():
-        fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
-    vector_rank = {cid: i for i, cid in enumerate(vector_ids)}
+    if fusion == "rrf":
+        for ranking in (vector_sims, lexical_scores):
+            for rank, cid in enumerate(ranking, start=1):
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
+    elif fusion == "relative":
+        for ranking, weight in ((vector_sims, vector_weight), (lexical_scores, 1.0 - vector_weight)):
+            for cid, scaled in _scaled(ranking).items():
+                fused[cid] = fused.get(cid, 0.0) + weight * scaled
+    else:
+        raise ValueError(f"unknown fusion {fusion!r}; known: relative, rrf")
+    vector_rank = {cid: i for i, cid in enumerate(vector_sims)}
     return sorted(fused, key=lambda cid: (-fused[cid], vector_rank.get(cid, len(vector_rank))))
+
+
+def _scaled(scores: Mapping[str, float]) -> dict[str, float]:
+    """``scores`` scaled to 0 (the worst) – 1 (the best); all 1 when they are all equal."""
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    if high <= low:
+        return dict.fromkeys(scores, 1.0)
+    return {cid: (score - low) / (high - low) for cid, score in scores.items()}
 
 
 def _dedupe_key(chunk: StoredChunk) -> str:

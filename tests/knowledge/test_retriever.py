@@ -13,6 +13,7 @@ from knowledge.index import KnowledgeBase
 from knowledge.lexical import cjk_bigrams, match_expression
 from knowledge.query import contextualize, is_follow_up
 from knowledge.retriever import RRF_K, Retriever, _fuse, identifiers_of, relevance_floor
+from knowledge.settings import KnowledgeSettings
 
 _rng = random.Random(7)
 PARTS = ["brew group", "drip tray", "water tank lid", "steam wand tip", "grinder burr set", "portafilter basket",
@@ -66,14 +67,59 @@ def test_exact_product_code_is_found_by_lexical_when_vector_misses_it(kb: Knowle
     assert vector_misses >= 3  # the premise: vector search alone gets many of these wrong
 
 
-def test_hybrid_order_is_reciprocal_rank_fusion() -> None:
-    vector_hits = ["a", "b", "c"]
-    lexical = {"c": 1, "d": 2, "a": 3}
-    order = _fuse(vector_hits, lexical, "hybrid")
+def test_rrf_fusion_order_is_reciprocal_rank_fusion() -> None:
+    vector_hits = {"a": 0.9, "b": 0.8, "c": 0.7}
+    lexical = {"c": 12.0, "d": 11.0, "a": 3.0}
+    order = _fuse(vector_hits, lexical, "hybrid", fusion="rrf")
     fused = {"a": 1 / (RRF_K + 1) + 1 / (RRF_K + 3), "b": 1 / (RRF_K + 2), "c": 1 / (RRF_K + 3) + 1 / (RRF_K + 1),
              "d": 1 / (RRF_K + 2)}
     assert order == sorted(fused, key=lambda cid: (-fused[cid], ["a", "b", "c"].index(cid) if cid in "abc" else 9))
     assert order[:2] == ["a", "c"] and _fuse(vector_hits, lexical, "lexical") == ["c", "d", "a"]
+    assert _fuse(vector_hits, lexical, "vector") == ["a", "b", "c"]
+
+
+def test_relative_fusion_weighs_scaled_scores() -> None:
+    vector_hits = {"a": 0.62, "b": 0.60, "c": 0.30}  # a and b close, c far behind
+    lexical = {"c": 20.0, "d": 4.0, "b": 2.0}  # c a strong lexical match, d and b weak ones
+    order = _fuse(vector_hits, lexical, "hybrid", fusion="relative", vector_weight=0.75)
+    # a: .75*1; b: .75*(.30/.32) + .25*0; c: .75*0 + .25*1; d: .25*(2/18)
+    expected = {"a": 0.75, "b": 0.75 * 0.30 / 0.32, "c": 0.25, "d": 0.25 * 2 / 18}
+    assert order == sorted(expected, key=lambda cid: -expected[cid]) == ["a", "b", "c", "d"]
+    # Under RRF the strong lexical match c, third by vector, would come first.
+    assert _fuse(vector_hits, lexical, "hybrid", fusion="rrf")[0] == "c"
+    # The weight moves the balance: all on the lexical side, its order wins.
+    assert _fuse(vector_hits, lexical, "hybrid", fusion="relative", vector_weight=0.0)[:2] == ["c", "d"]
+    # One candidate (or equal scores) scales to 1; an empty list adds nothing.
+    assert _fuse({"a": 0.5}, {}, "hybrid", fusion="relative") == ["a"]
+    assert _fuse({}, {"x": 3.0, "y": 3.0}, "hybrid", fusion="relative") == ["x", "y"]
+    assert _fuse({"a": 0.5, "b": 0.5}, {"b": 1.0}, "hybrid", fusion="relative") == ["b", "a"]
+    with pytest.raises(ValueError, match="unknown fusion 'max'"):
+        _fuse(vector_hits, lexical, "hybrid", fusion="max")
+
+
+def test_fusion_setting_is_validated_and_reaches_the_retriever(kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    import knowledge.retriever as retriever_module
+
+    with pytest.raises(ValidationError, match="fusion"):
+        KnowledgeSettings(fusion="max")
+    with pytest.raises(ValidationError, match="vector_weight"):
+        KnowledgeSettings(vector_weight=1.5)
+    seen: list[tuple[str, float]] = []
+    fuse = retriever_module._fuse
+
+    def spy(*args: object, fusion: str, vector_weight: float) -> list[str]:
+        seen.append((fusion, vector_weight))
+        return fuse(*args, fusion=fusion, vector_weight=vector_weight)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retriever_module, "_fuse", spy)
+    monkeypatch.setattr(kb.retriever, "settings", kb.retriever.settings.model_copy(update={"fusion": "rrf"}))
+    assert kb.retriever.retrieve("How do I descale the machine?", k=3, mode="hybrid")
+    monkeypatch.setattr(kb.retriever, "settings", kb.retriever.settings.model_copy(
+        update={"fusion": "relative", "vector_weight": 0.6}))
+    assert kb.retriever.retrieve("How do I descale the machine?", k=3, mode="hybrid")
+    assert seen == [("rrf", 0.75), ("relative", 0.6)]
 
 
 def test_score_is_cosine_similarity_in_every_mode(kb: KnowledgeBase) -> None:

@@ -55,6 +55,10 @@ WINDOW_BATCHES = 256
 #: Sources read and parsed ahead of the one being embedded (on a thread of their own).
 READ_AHEAD = 16
 
+#: Chunks read back from the vector store at a time to fill in what an earlier version of
+#: the lexical index did not keep (texts and vectors; see :func:`reconcile`).
+BACKFILL_BATCH = 1000
+
 
 @dataclass
 class IngestReport:
@@ -253,7 +257,9 @@ def reconcile(store: VectorStore, lexical: LexicalIndex, manifest: Manifest) -> 
     """Make Chroma, the FTS table and the manifest agree; return the manifest entries.
 
     Chunks that no manifest row names are deleted. A manifest row naming chunks missing from
-    Chroma or FTS is dropped (with its chunks), so its source is ingested again.
+    Chroma or FTS is dropped (with its chunks), so its source is ingested again. Lexical
+    rows without the chunk's text or vector (kept since later versions, for searches to
+    read instead of Chroma) get them from Chroma, once.
     """
     entries = manifest.entries()
     named = {cid for entry in entries.values() for cid in entry.chunk_ids}
@@ -271,6 +277,9 @@ def reconcile(store: VectorStore, lexical: LexicalIndex, manifest: Manifest) -> 
     orphans = in_store - named
     if orphans:
         store.delete(sorted(orphans))
+    incomplete = lexical.incomplete()
+    for start in range(0, len(incomplete), BACKFILL_BATCH):  # rows an earlier version kept without them
+        lexical.backfill(store.get(incomplete[start : start + BACKFILL_BATCH], with_embeddings=True))
     return entries
 
 

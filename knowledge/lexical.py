@@ -282,6 +282,24 @@ class LexicalIndex:
             found[chunk_id] = StoredChunk(id=chunk_id, text=data["text"], metadata=data["metadata"], embedding=vector)
         return found
 
+    def incomplete(self) -> list[str]:
+        """Ids of chunks kept without their payload or vector (indexed by an earlier version,
+        or written without vectors): :meth:`backfill` them from the vector store."""
+        with self.lock:
+            return [row[0] for row in self.conn.execute(
+                "SELECT chunk_id FROM chunk_meta WHERE payload IS NULL OR vector IS NULL ORDER BY rowid")]
+
+    def backfill(self, chunks: Sequence[StoredChunk]) -> None:
+        """Keep the payload and vector of ``chunks`` (read back from the vector store, with
+        their embeddings) for the rows that name them."""
+        rows = [
+            (json.dumps({"text": c.text, "metadata": c.metadata}, ensure_ascii=False),
+             None if c.embedding is None else np.asarray(c.embedding, dtype="<f4").tobytes(), c.id)
+            for c in chunks
+        ]
+        with self.transaction() as conn:
+            conn.executemany("UPDATE chunk_meta SET payload = ?, vector = coalesce(?, vector) WHERE chunk_id = ?", rows)
+
     def optimize(self) -> None:
         """Merge the FTS index's segments into one (FTS5 ``optimize``).
 

@@ -278,8 +278,8 @@ class Retriever:
         so the committed versions, and a primary-key lookup: reading five winners from
         Chroma took 1.3-2.7 ms at 100k chunks, and the vectors of a hybrid search's
         lexical-only hits another 2 ms). Chroma is read, batched with concurrent searches'
-        reads, only for what an index built by an earlier version lacks; a chunk Chroma
-        does not hold is not in the index (yet).
+        reads, only for what an index built by an earlier version lacks (until the next
+        ingest fills it in); a chunk Chroma does not hold is not in the index (yet).
         """
         found = self.lexical.stored(ids)
         wanted = [cid for cid in ids

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures_index import CORPUS, CountingEmbedder, embedder, index_ids, make_bot, open_kb, write_files  # noqa: F401
 
@@ -154,6 +155,30 @@ def test_rebuild_and_model_change(tmp_path: Path, embedder: SentenceTransformerE
         sync(KnowledgeSettings(), bot, bot / "data", embedder=other)
     report = sync(KnowledgeSettings(), bot, bot / "data", embedder=other, rebuild=True)
     assert report.added == 1 and other.texts == 1 and report.chunks == 1
+
+
+def test_ingest_fills_in_texts_and_vectors_an_earlier_lexical_index_lacks(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    bot = make_bot(tmp_path)
+    kb = open_kb(bot, embedder)
+    kb.ingest()
+    ids = sorted(kb.lexical.ids())
+    kept = kb.lexical.stored(ids)
+    assert len(kept) == len(ids) and all(c.embedding is not None for c in kept.values())
+    with kb.lexical.transaction() as conn:  # as an index built before payloads, and one before vectors
+        conn.execute("UPDATE chunk_meta SET payload = NULL, vector = NULL WHERE rowid % 2 = 0")
+        conn.execute("UPDATE chunk_meta SET vector = NULL WHERE rowid % 2 = 1")
+    assert len(kb.lexical.incomplete()) == len(ids)
+
+    report = kb.ingest()
+    assert report.added == report.updated == report.removed == 0 and report.unchanged == len(CORPUS)
+    assert kb.lexical.incomplete() == []
+    restored = kb.lexical.stored(ids)
+    for cid in ids:
+        assert (restored[cid].text, restored[cid].metadata) == (kept[cid].text, kept[cid].metadata)
+        # Chroma's copy (read back for the backfill) is renormalised: equal to the last bits.
+        assert np.allclose(restored[cid].embedding, kept[cid].embedding, rtol=0, atol=1e-6)
 
 
 def test_reconcile_removes_orphans_and_repairs_missing_vectors(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from knowledge.errors import IndexUnavailable
 from knowledge.store import StoredChunk, chunk_metadata
@@ -200,7 +201,9 @@ class LexicalIndex:
             finally:
                 self._in_transaction = False
 
-    def replace(self, chunks: Sequence[Chunk], *, remove: Iterable[str] = (), vectors: Any = None) -> None:
+    def replace(
+        self, chunks: Sequence[Chunk], *, remove: Iterable[str] = (), vectors: npt.ArrayLike | None = None
+    ) -> None:
         """Delete ids in ``remove`` and (re)insert ``chunks``, in one transaction.
 
         ``vectors``: the chunks' embeddings, one row per chunk, as the vector store holds

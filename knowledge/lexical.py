@@ -56,6 +56,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
+_INCOMPLETE = "payload IS NULL OR vector IS NULL"  # rows to backfill (see LexicalIndex.incomplete)
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"[^\W_]+")
@@ -140,6 +141,8 @@ class LexicalIndex:
             for column, kind in (("payload", "TEXT"), ("vector", "BLOB")):
                 if column not in columns:
                     conn.execute(f"ALTER TABLE chunk_meta ADD COLUMN {column} {kind}")
+            # The rows incomplete() lists, indexed: finding none costs a lookup, not a table scan.
+            conn.execute(f"CREATE INDEX IF NOT EXISTS chunk_meta_incomplete ON chunk_meta (chunk_id) WHERE {_INCOMPLETE}")
         except sqlite3.Error as exc:
             raise IndexUnavailable(
                 f"lexical index {self.path}: {exc}; delete it and run `botkit ingest --rebuild`"
@@ -289,15 +292,14 @@ class LexicalIndex:
         """Ids of chunks kept without their payload or vector (indexed by an earlier version,
         or written without vectors): :meth:`backfill` them from the vector store."""
         with self.lock:
-            return [row[0] for row in self.conn.execute(
-                "SELECT chunk_id FROM chunk_meta WHERE payload IS NULL OR vector IS NULL ORDER BY rowid")]
+            return [row[0] for row in self.conn.execute(f"SELECT chunk_id FROM chunk_meta WHERE {_INCOMPLETE}")]
 
     def backfill(self, chunks: Sequence[StoredChunk]) -> None:
         """Keep the payload and vector of ``chunks`` (read back from the vector store, with
         their embeddings) for the rows that name them."""
         rows = [
-            (json.dumps({"text": c.text, "metadata": c.metadata}, ensure_ascii=False),
-             None if c.embedding is None else np.asarray(c.embedding, dtype="<f4").tobytes(), c.id)
+            (_payload(c.text, c.metadata), None if c.embedding is None else np.asarray(c.embedding, dtype="<f4").tobytes(),
+             c.id)
             for c in chunks
         ]
         with self.transaction() as conn:
@@ -385,9 +387,13 @@ def _row(chunk: Chunk) -> tuple[tuple[str, str, str, str, str], tuple[str, str, 
         answer = str(chunk.metadata.get("answer") or "")
         parts = [question] + ([answer] if answer and answer not in body else []) + [body]
         body = "\n".join(p for p in parts if p)
-    payload = json.dumps({"text": chunk.text, "metadata": chunk_metadata(chunk)}, ensure_ascii=False)
-    meta = (chunk.id, chunk.source, chunk.origin, chunk.kind, payload)
+    meta = (chunk.id, chunk.source, chunk.origin, chunk.kind, _payload(chunk.text, chunk_metadata(chunk)))
     return meta, (cjk_bigrams(chunk.title), cjk_bigrams(chunk.section), cjk_bigrams(body))
+
+
+def _payload(text: str, metadata: Mapping[str, Any]) -> str:
+    """A chunk's ``payload`` column: its text and flat metadata as the vector store holds them."""
+    return json.dumps({"text": text, "metadata": dict(metadata)}, ensure_ascii=False)
 
 
 def _filter_sql(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:

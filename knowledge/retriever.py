@@ -239,8 +239,10 @@ class Retriever:
         # 2. The relevance floor: the question is answerable when its best passage reaches the
         #    threshold; the passages ranked with it then need only reach the passage threshold.
         identifiers = identifiers_of(query_text) if lexical_ranks else set()
+        read_ahead: dict[str, StoredChunk] = {}  # lexical mode: every candidate, read once for its vector
         if mode == "lexical" and order:  # no vector search: the similarities come from the stored vectors
-            vector_sims = {chunk.id: _similarity(vector, chunk) for chunk in self._read(order, {})}
+            read_ahead = {chunk.id: chunk for chunk in self._read(order, {})}
+            vector_sims = {cid: _similarity(vector, chunk) for cid, chunk in read_ahead.items()}
         best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
         floor = relevance_floor(best, threshold, passage_threshold)
 
@@ -253,7 +255,8 @@ class Retriever:
         position = 0
         while position < len(order) and len(passages) < k:
             page, position = _page(order, position, k - len(passages), vector_sims, lexical_ranks, threshold, floor)
-            for chunk in self._read(page, vector_sims):
+            chunks = [read_ahead[cid] for cid in page if cid in read_ahead] if read_ahead else self._read(page, vector_sims)
+            for chunk in chunks:
                 similarity = vector_sims.get(chunk.id)
                 if similarity is None:
                     similarity = _similarity(vector, chunk)

@@ -23,7 +23,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from typing import Any, TypeVar
 
 from sqlalchemy import Executable, Row
@@ -178,10 +178,7 @@ class ThreadUnits(Units):
         connection = self._thread_connection()
         try:
             connection.execution_options(**{WRITE: write})
-            if not write:
-                with connection.begin():
-                    return work(connection, *args)
-            with self._write_lock, connection.begin():
+            with self._write_lock if write else nullcontext(), connection.begin():
                 return work(connection, *args)
         finally:
             if connection.invalidated:

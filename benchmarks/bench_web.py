@@ -79,6 +79,7 @@ def serve(bot_dir: str, port: int) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route
 
+    from botkit import heap
     from botkit.backends.extractive import ExtractiveBackend
     from botkit.backends.scripted import ScriptedBackend
     from botkit.bot import Bot
@@ -187,6 +188,7 @@ def serve(bot_dir: str, port: int) -> None:
         await bot.start()
         await bot.ingest_if_needed()
         await scripted.start()
+        heap.settle()  # as `botkit serve` does once started
         yield
         await scripted.aclose()
         await bot.aclose()

@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
             if forwarded_allow_ips:
                 options["forwarded_allow_ips"] = forwarded_allow_ips
             if workers == 1:
-                uvicorn.run(create_app(the_bot, ingest_on_start=False), **options)
+                uvicorn.run(create_app(the_bot, ingest_on_start=False, settle_heap=True), **options)
             else:
                 os.environ[BOT_DIR_ENV] = str(config.root)  # read by app_from_env in each worker
                 with _multiprocess_metrics():

@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         with cli_errors():
             if not socket:
                 raise ConfigError("`botkit slack` runs Socket Mode only", hint=HTTP_MODE_HINT)
+            from botkit import heap
             from botkit.bot import Bot
             from connectors.slack.socket_mode import check_settings, run_socket_mode
 
@@ -54,6 +55,8 @@ def register(app: typer.Typer) -> None:
                 report = await the_bot.ingest_if_needed()
                 if report is not None:
                     err_console.print(f"[dim]indexed the knowledge base ({getattr(report, 'chunks', '?')} chunks)[/]")
+                await the_bot.start()
+                heap.settle()  # the started bot's objects out of the collector's full passes
                 await run_socket_mode(the_bot)
 
             try:

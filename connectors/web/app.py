@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import botkit
+from botkit import heap
 from botkit import metrics as botkit_metrics
 from botkit.bot import Bot
 from botkit.config import WebSettings
@@ -50,14 +51,18 @@ _OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 
 
 def create_app(
-    bot: Bot, *, settings: WebSettings | None = None, owns_bot: bool = True, ingest_on_start: bool = False
+    bot: Bot, *, settings: WebSettings | None = None, owns_bot: bool = True, ingest_on_start: bool = False,
+    settle_heap: bool = False,
 ) -> FastAPI:
     """Build the web app for ``bot``: API, SSE, OpenAI-compatible API, widget and demo page.
 
     ``settings`` replaces the bot's ``web:`` section (tests, embedding apps). With
     ``owns_bot`` the app's lifespan starts the bot (and ingests when the index is empty
     or stale, if ``ingest_on_start``) and closes it at shutdown; otherwise the caller
-    does. Reads the server secret (creating ``<data_dir>/secret.key`` if needed).
+    does. ``settle_heap``: once started, freeze the process's long-lived objects out of
+    the garbage collector's full passes (:func:`botkit.heap.settle`; for the process that
+    serves, not for tests that build many apps). Reads the server secret (creating
+    ``<data_dir>/secret.key`` if needed).
     """
     web = settings or bot.config.web
     config = bot.config.model_copy(update={"web": web})
@@ -75,6 +80,8 @@ def create_app(
             await bot.start()
             if ingest_on_start:
                 await bot.ingest_if_needed()
+        if settle_heap:
+            heap.settle()
         try:
             yield
         finally:
@@ -127,7 +134,7 @@ def app_from_env() -> FastAPI:
     from botkit.logging import configure  # observability: JSON lines, secrets redacted (each worker)
 
     configure(bot.config)
-    return create_app(bot)
+    return create_app(bot, settle_heap=True)
 
 
 def _is_openai(request: Request) -> bool:

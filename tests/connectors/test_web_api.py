@@ -212,3 +212,19 @@ async def test_pages_have_a_strict_csp(client: httpx.AsyncClient, kit: Any) -> N
     assert "innerHTML" not in widget.text
     assert (await client.get("/static/demo.css")).status_code == 200
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_app_settles_the_heap_when_asked(web_bot: Any, kit: Any) -> None:
+    """``create_app(settle_heap=True)``: once its lifespan has started, the heap is frozen."""
+    import gc
+
+    from connectors.web.app import create_app
+
+    app = create_app(web_bot, settings=kit.web_settings(), owns_bot=False, settle_heap=True)
+    before = gc.get_freeze_count()
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
+        await app.state.web.aclose()

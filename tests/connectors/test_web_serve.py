@@ -83,3 +83,21 @@ def test_serve_workers_use_the_app_factory(tmp_path: Path, served: list[Any], mo
     assert target == "connectors.web.app:app_from_env"
     assert options["factory"] is True and options["workers"] == 3
     assert os.environ["BOTKIT_BOT"] == str(tmp_path.resolve())
+
+
+def test_serve_settles_the_heap_once_started(tmp_path: Path, served: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving app freezes the started bot's objects out of full GC passes (botkit.heap)."""
+    import connectors.web.app as web_app
+
+    made: list[dict[str, Any]] = []
+    real = web_app.create_app
+
+    def recording(bot: Any, **kwargs: Any) -> Any:
+        made.append(kwargs)
+        return real(bot, **kwargs)
+
+    monkeypatch.setattr(web_app, "create_app", recording)
+    (tmp_path / "bot.yaml").write_text("name: t\n", encoding="utf-8")
+    result = CliRunner().invoke(_cli(), ["serve", "--bot", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert made == [{"ingest_on_start": False, "settle_heap": True}]

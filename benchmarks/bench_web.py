@@ -516,7 +516,8 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--streams", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=4, help="SSE turns per stream (after one warm-up turn).")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="SSE turns per stream (after one warm-up turn); 16 streams x 10 = 160 samples per p95.")
     parser.add_argument("--no-two-workers", action="store_true")
     parser.add_argument("--only", choices=("all", "ttft"), default="all",
                         help="ttft: only the first-token scenario (3), about a minute")

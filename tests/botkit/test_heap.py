@@ -36,6 +36,6 @@ def test_settle_collects_garbage_then_freezes_what_lives(unfreeze: None) -> None
     frozen = heap.settle()
 
     assert dead() is None  # collected before the freeze, not frozen for good
-    assert frozen == gc.get_freeze_count() > 0
+    assert frozen > 0 and gc.get_freeze_count() >= frozen
     assert len(gc.get_objects()) < tracked_before  # full passes no longer walk the frozen objects
     assert not any(o is kept for o in gc.get_objects())

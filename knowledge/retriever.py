@@ -81,7 +81,8 @@ class Retriever:
     A search sends its BM25 query to one of ``search_workers`` worker threads, started on
     first use, while the calling thread embeds the query and runs the Chroma query (0: all
     in the calling thread, one after the other). Concurrent searches embed their queries in
-    one batch and send the vectors to Chroma in one query (:mod:`knowledge.batching`).
+    one batch and send the vectors to Chroma in one query, and check their candidates
+    against the committed lexical index with shared reads (:mod:`knowledge.batching`).
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class Retriever:
         self._executor: ThreadPoolExecutor | None = None  # started on the first hybrid search
         self._executor_lock = threading.Lock()
         self._vectors: Batcher[_VectorJob, tuple[np.ndarray, list[StoredChunk]]] = Batcher(self._embed_and_search)
+        self._committed: Batcher[tuple[str, ...], list[str]] = Batcher(self._committed_batch)
 
     def retrieve(
         self,
@@ -233,8 +235,9 @@ class Retriever:
         vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
         order = _fuse(vector_sims, {hit.chunk_id: hit.score for hit in lexical_hits}, mode,
                       fusion=self.settings.fusion, vector_weight=self.settings.vector_weight)
-        # One version per source while it is re-ingested: only chunks the committed manifest names.
-        order = self.lexical.committed(order)
+        # One version per source while it is re-ingested: only chunks the committed manifest names,
+        # checked once both rankings are in (one read, shared with concurrent searches).
+        order = self._committed.call(tuple(order)) if order else []
 
         # 2. The relevance floor: the question is answerable when its best passage reaches the
         #    threshold; the passages ranked with it then need only reach the passage threshold.
@@ -272,6 +275,13 @@ class Retriever:
                 if len(passages) == k:
                     return passages
         return passages + companions[: k - len(passages)]
+
+    def _committed_batch(self, orders: Sequence[tuple[str, ...]]) -> list[list[str]]:
+        """Concurrent searches' candidates that the lexical index names, with one read for all
+        (see :meth:`LexicalIndex.committed`): a burst of searches otherwise queues its many
+        small reads for the GIL, each one's several times longer than the read itself."""
+        kept = set(self.lexical.committed(list(dict.fromkeys(cid for order in orders for cid in order))))
+        return [[cid for cid in order if cid in kept] for order in orders]
 
     def _read(self, ids: Sequence[str], vector_sims: Mapping[str, float]) -> list[StoredChunk]:
         """The chunks ``ids`` (those in the index, in order), with their stored vectors where

@@ -133,3 +133,36 @@ def test_many_threads_at_once_match_sequential_retrieval(kb: KnowledgeBase) -> N
     with ThreadPoolExecutor(max_workers=len(CASES) * 2) as pool:
         for query, got in pool.map(one, CASES * 2):
             assert got == expected[query], query
+
+
+def test_concurrent_searches_share_their_committed_chunk_reads(
+    kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Searches that check their candidates against the lexical index while another search's
+    check runs share the next read (a burst of small reads otherwise queues for the GIL),
+    and each still gets its own passages."""
+    queries = [q for q, _ in CASES[:6]]
+    expected = {q: summary(retriever(kb, kb.embedder, search_workers=0).retrieve(q)) for q in queries}
+    calls: list[int] = []
+    started, release = threading.Event(), threading.Event()
+    committed = kb.lexical.committed
+
+    def gated(ids: Sequence[str]) -> list[str]:
+        calls.append(len(ids))
+        if len(calls) == 1:  # the first read waits until the other searches have queued
+            started.set()
+            assert release.wait(10), "the test never released the first read"
+        return committed(ids)
+
+    monkeypatch.setattr(kb.lexical, "committed", gated)
+    shared = retriever(kb, kb.embedder)
+    with ThreadPoolExecutor(max_workers=len(queries) + 1) as pool:
+        leader = pool.submit(shared.retrieve, "how do I reset my password")
+        assert started.wait(10)
+        futures = {q: pool.submit(shared.retrieve, q) for q in queries}
+        wait_until(lambda: shared._committed.pending == len(queries))
+        release.set()
+        assert leader.result(timeout=30)
+        got = {q: summary(f.result(timeout=30)) for q, f in futures.items()}
+    assert got == expected
+    assert len(calls) == 2  # the leader's read, then one for the searches queued behind it

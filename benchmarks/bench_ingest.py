@@ -81,7 +81,7 @@ def run(name: str, bot: Path, settings: KnowledgeSettings, embedder, repeats: in
     raw_cps, own_cps, pipe_cps = len(texts) / min(raw_s), len(texts) / min(own_s), chunks / min(pipe_s)
     result = {
         "corpus": name, "chunks": chunks, "batch_size": settings.embedding_batch_size,
-        "ingest_runtime": getattr(embedder, "ingest_runtime", "torch"),
+        "ingest_runtime": embedder.ingest_runtime,
         "raw_seconds": raw_s, "runtime_seconds": own_s, "pipeline_seconds": pipe_s,
         "raw_chunks_per_s": raw_cps, "runtime_chunks_per_s": own_cps, "pipeline_chunks_per_s": pipe_cps,
         "ratio": pipe_cps / raw_cps,

@@ -39,7 +39,7 @@ from knowledge.errors import EmbeddingModelError
 from knowledge.settings import DEFAULT_EMBEDDING_MODEL, QUERY_RUNTIMES, KnowledgeSettings, QueryRuntime
 
 if TYPE_CHECKING:
-    from knowledge.onnx_encoder import OnnxQueryEncoder
+    from knowledge.onnx_encoder import OnnxEncoder
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ class SentenceTransformerEmbedder(Embedder):
         model_id: str,
         batch_size: int = 64,
         batch_queries: bool = True,
-        query_encoder: OnnxQueryEncoder | None = None,
-        document_encoder: OnnxQueryEncoder | None = None,
+        query_encoder: OnnxEncoder | None = None,
+        document_encoder: OnnxEncoder | None = None,
     ) -> None:
         self._model = model
         self.model_id = model_id
@@ -159,9 +159,7 @@ class SentenceTransformerEmbedder(Embedder):
         return "onnx" if self.document_encoder is not None else "torch"
 
     def _embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        if self.query_encoder is None:
-            return self.embed(texts)
-        return self.query_encoder.encode(texts)
+        return self._encode(self.query_encoder, texts)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed queries now, in one call (ONNX Runtime when :attr:`query_runtime` is ``onnx``)."""
@@ -176,25 +174,30 @@ class SentenceTransformerEmbedder(Embedder):
         return self.queries.embed_query(text)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` in batches of :attr:`batch_size` (normalised, float32), longest
-        first like sentence-transformers' ``encode``, so that each batch pads little."""
+        """Embed ``texts`` in batches of :attr:`batch_size` (normalised, float32), on the
+        ingestion runtime (:attr:`ingest_runtime`)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self.document_encoder is not None:
-            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-            out = np.empty((len(texts), self.dimension), dtype=np.float32)
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                out[rows] = self.document_encoder.encode([texts[i] for i in rows])
-            return out
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return self._encode(self.document_encoder, texts)
+
+    def _encode(self, encoder: OnnxEncoder | None, texts: Sequence[str]) -> np.ndarray:
+        """``texts`` on ``encoder`` (``None``: torch), in batches of :attr:`batch_size` taken
+        longest first (as sentence-transformers' ``encode`` does), so each batch pads little."""
+        if encoder is None:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            return np.ascontiguousarray(vectors, dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = encoder.encode([texts[i] for i in rows])
+        return out
 
     @property
     def model(self) -> Any:
@@ -287,8 +290,8 @@ def embedder_for(settings: KnowledgeSettings) -> SentenceTransformerEmbedder:
 
 def _onnx_encoder(
     model: Any, model_id: str, device: str, runtime: str, shared: SentenceTransformerEmbedder | None, *,
-    setting: str, known: OnnxQueryEncoder | None = None,
-) -> OnnxQueryEncoder | None:
+    setting: str, known: OnnxEncoder | None = None,
+) -> OnnxEncoder | None:
     """The ONNX encoder that ``knowledge.<setting>`` asks for (``None``: torch); the model is
     exported and checked once per process (``shared``, ``known``: encoders made already)."""
     if runtime == "torch" or (runtime == "auto" and device != "cpu"):
@@ -297,10 +300,10 @@ def _onnx_encoder(
     reuse = next((encoder for encoder in made if encoder is not None), None)
     if reuse is not None:
         return reuse
-    from knowledge.onnx_encoder import OnnxQueryEncoder
+    from knowledge.onnx_encoder import OnnxEncoder
 
     try:
-        return OnnxQueryEncoder.from_sentence_transformer(model, model_id=model_id)
+        return OnnxEncoder.from_sentence_transformer(model, model_id=model_id)
     except (EmbeddingModelError, ImportError) as exc:
         if runtime == "onnx":
             raise EmbeddingModelError(

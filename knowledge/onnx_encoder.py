@@ -53,7 +53,7 @@ def cache_dir() -> Path:
     return Path(root).expanduser() / "onnx"
 
 
-class OnnxQueryEncoder:
+class OnnxEncoder:
     """Encodes texts like ``model.encode(..., normalize_embeddings=True)`` on ONNX Runtime.
 
     Build it with :meth:`from_sentence_transformer`, which exports (or reuses) the ONNX file
@@ -67,7 +67,7 @@ class OnnxQueryEncoder:
         self._max_length = max_length
 
     @classmethod
-    def from_sentence_transformer(cls, model: Any, *, model_id: str) -> OnnxQueryEncoder:
+    def from_sentence_transformer(cls, model: Any, *, model_id: str) -> OnnxEncoder:
         """Export ``model`` (once; cached) and load it; :class:`EmbeddingModelError` when the
         model's pipeline is not encoder + mean pooling (+ normalise), or the export or the
         parity check fails."""
@@ -230,4 +230,4 @@ def _export(model: Any, encoder: Any, model_id: str) -> Path:
     return target
 
 
-__all__ = ["CALL_COST_TOKENS", "OnnxQueryEncoder", "cache_dir", "length_groups"]
+__all__ = ["CALL_COST_TOKENS", "OnnxEncoder", "cache_dir", "length_groups"]

@@ -9,7 +9,7 @@ import pytest
 
 from knowledge.embeddings import SentenceTransformerEmbedder, bundled_model_path, load_embedder
 from knowledge.errors import EmbeddingModelError
-from knowledge.onnx_encoder import OnnxQueryEncoder, cache_dir, length_groups
+from knowledge.onnx_encoder import OnnxEncoder, cache_dir, length_groups
 
 QUERIES = [
     "How do I reset my password?",
@@ -35,7 +35,7 @@ def test_onnx_queries_give_the_torch_models_vectors(
     torch_embedder: SentenceTransformerEmbedder, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOTKIT_CACHE_DIR", str(onnx_cache))
-    encoder = OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    encoder = OnnxEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
     exported = list((onnx_cache / "onnx").glob("*.onnx"))
     assert len(exported) == 1 and not list((onnx_cache / "onnx").glob("*.tmp"))
     vectors = encoder.encode(QUERIES)
@@ -46,7 +46,7 @@ def test_onnx_queries_give_the_torch_models_vectors(
     assert np.abs(encoder.encode([QUERIES[0]])[0] - vectors[0]).max() < 1e-5
     # Loading again reuses the exported file.
     modified = exported[0].stat().st_mtime_ns
-    OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    OnnxEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
     assert exported[0].stat().st_mtime_ns == modified
 
 
@@ -68,6 +68,9 @@ def test_the_embedder_runs_queries_and_ingestion_on_the_runtimes_asked_for(
     vectors = both.embed(chunks)
     assert vectors.dtype == np.float32 and vectors.shape == (len(chunks), 384)
     assert np.abs(vectors - torch_embedder.embed(chunks)).max() < 1e-4  # each row its own text's vector
+    onnx_chunks = load_embedder(device="cpu", query_runtime="torch", ingest_runtime="onnx")
+    assert (onnx_chunks.query_runtime, onnx_chunks.ingest_runtime) == ("torch", "onnx")
+    assert np.array_equal(onnx_chunks.embed_query(QUERIES[0]), torch_embedder.embed_query(QUERIES[0]))  # queries on torch
     defaults = load_embedder(device="cpu")
     assert (defaults.query_runtime, defaults.ingest_runtime) == ("onnx", "onnx")  # auto on CPU
 
@@ -115,17 +118,17 @@ def test_an_unwritable_cache_or_a_damaged_export_falls_back_to_torch(
     blocker.write_text("a file where the cache folder should be", encoding="utf-8")
     monkeypatch.setenv("BOTKIT_CACHE_DIR", str(blocker))
     with pytest.raises(EmbeddingModelError, match="BOTKIT_CACHE_DIR"):
-        OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+        OnnxEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("BOTKIT_CACHE_DIR", str(cache))
-    OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    OnnxEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
     (exported,) = (cache / "onnx").glob("*.onnx")
     exported.write_bytes(b"not an onnx model")
     with pytest.raises(EmbeddingModelError, match="cannot run the ONNX export"):
-        OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+        OnnxEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
     assert not exported.exists()  # dropped: the next load exports it again
-    again = OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    again = OnnxEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
     assert again.encode(["works again"]).shape == (1, 384)
 
 
@@ -144,7 +147,7 @@ def test_a_batch_of_mixed_lengths_runs_in_groups_and_gives_each_texts_own_vector
     torch_embedder: SentenceTransformerEmbedder, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BOTKIT_CACHE_DIR", str(onnx_cache))
-    encoder = OnnxQueryEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
+    encoder = OnnxEncoder.from_sentence_transformer(torch_embedder.model, model_id=torch_embedder.model_id)
     calls: list[int] = []
     run = encoder._session.run
 

@@ -191,6 +191,8 @@ def _export(model: Any, encoder: Any, model_id: str) -> Path:
     accepted = set(inspect.signature(encoder.forward).parameters)
     sample = model.tokenizer(["an example query", "a second, longer example query text"], padding=True,
                              return_tensors="pt")
+    device = next(encoder.parameters()).device  # a model on a GPU is traced there; the file runs on CPU
+    sample = {name: tensor.to(device) for name, tensor in sample.items()}
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample and n in accepted]
 
     class _Hidden(torch.nn.Module):

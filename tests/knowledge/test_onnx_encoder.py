@@ -163,3 +163,20 @@ def test_a_batch_of_mixed_lengths_runs_in_groups_and_gives_each_texts_own_vector
         assert np.abs(encoder.encode([text])[0] - vector).max() < 1e-5
     assert np.abs(vectors - torch_embedder.embed(texts)).max() < 1e-4
     assert encoder.encode([]).shape == (0, 384)
+
+
+def test_a_model_built_here_loads_by_path_and_runs_on_both_runtimes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only MiniLM: another BERT (own vocabulary, width, depth) is exported and checked too."""
+    from tests.helpers.tiny_embedder import build_tiny_embedder
+
+    monkeypatch.setenv("BOTKIT_CACHE_DIR", str(tmp_path / "cache"))
+    folder = build_tiny_embedder(tmp_path / "tiny-bert")
+    on_torch = load_embedder(str(folder), device="cpu", query_runtime="torch", ingest_runtime="torch")
+    on_onnx = load_embedder(str(folder), device="cpu", query_runtime="onnx", ingest_runtime="onnx")
+    assert on_torch.dimension == on_onnx.dimension == 32
+    texts = ["To reset your password, open the sign-in page.", "refunds", "Orders ship the same day. " * 20]
+    assert np.abs(on_onnx.embed(texts) - on_torch.embed(texts)).max() < 1e-4
+    assert np.abs(on_onnx.embed_query(texts[0]) - on_torch.embed_query(texts[0])).max() < 1e-4
+    assert list(cache_dir().glob("*.onnx"))  # exported under BOTKIT_CACHE_DIR

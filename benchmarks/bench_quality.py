@@ -1,7 +1,10 @@
 """Retrieval quality on examples/faq-agent/questions.jsonl: hybrid vs vector-only vs lexical.
 
-Hybrid is measured with the default fusion (``knowledge.fusion: rrf``) and, as
-``hybrid-relative``, with relative score fusion.
+Hybrid is measured with the default settings, as ``hybrid-relative`` with relative score
+fusion (``knowledge.fusion: relative``), and as ``hybrid-whole`` with each question embedded
+whole only (``knowledge.query_sentences: false``). ``--questions`` and ``--knowledge`` run it
+on another set, such as the held-out ones beside the calibration corpus
+(``benchmarks/calibration/multi_sentence.jsonl``, ``benchmarks/answer_quality_dev``).
 
 hit@1/3/5 and MRR (cut-off 5) per question kind and overall, over the questions with
 expected sources, using the history-aware query (:func:`knowledge.query.contextualize`).
@@ -28,9 +31,18 @@ from _util import EXAMPLE_BOT, table, write_results
 from knowledge.embeddings import load_embedder
 from knowledge.evaluation import evaluate, load_questions
 from knowledge.index import KnowledgeBase
+from knowledge.query import contextualize
 from knowledge.settings import KnowledgeSettings
 
-MODES = ("hybrid", "hybrid-relative", "vector", "lexical")  # hybrid-relative: knowledge.fusion relative
+MODES = ("hybrid", "hybrid-relative", "hybrid-whole", "vector", "lexical")
+# Variants of the default hybrid search, by their settings: hybrid-relative uses relative score
+# fusion; hybrid-whole embeds a message of several sentences whole only (knowledge.query_sentences off).
+VARIANTS = {"hybrid-relative": {"fusion": "relative"}, "hybrid-whole": {"query_sentences": False}}
+
+
+def query(line: dict) -> str:
+    """What the bot retrieves with for a question-set line: the history-aware query."""
+    return contextualize(line["question"], line.get("history") or [])
 
 
 def _mode(name: str) -> str:
@@ -41,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--questions", type=Path, default=EXAMPLE_BOT / "questions.jsonl")
+    parser.add_argument("--knowledge", type=Path, default=EXAMPLE_BOT / "knowledge",
+                        help="the knowledge folder the questions are about (held-out sets: benchmarks/calibration/knowledge)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
@@ -59,27 +73,20 @@ def main() -> None:
     embedder = load_embedder(settings.embedding_model, device=args.device)
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         bot = Path(tmp)
-        shutil.copytree(EXAMPLE_BOT / "knowledge", bot / "knowledge")
+        shutil.copytree(args.knowledge, bot / "knowledge")
         kb = KnowledgeBase.open(settings, bot, bot / "data", embedder=embedder)
         report = kb.ingest()
         print(f"ingested {report.chunks} chunks from {report.added} sources ({len(report.failed)} failed) "
               f"in {report.seconds:.0f}s", flush=True)
-        # What Retriever.retrieve searches with: the question with its typos corrected.
-        spelt = {q.query: kb.retriever.correct_spelling(q.query) for q in questions}
-        vectors = embedder.embed([spelt[q.query] for q in questions])
-        by_query = {q.query: v for q, v in zip(questions, vectors)}
-        for line in unanswerable:
-            line["question"] = kb.retriever.correct_spelling(line["question"])
-        empty_vectors = embedder.embed([line["question"] for line in unanswerable]) if unanswerable else []
         results: dict = {}
         rejection: dict = {}
         for setting in settings_list:
             threshold, passage = settings_by_name[setting]
             for mode in MODES:
-                kb.retriever.settings = settings.model_copy(update={"fusion": "relative"} if mode == "hybrid-relative" else {})
+                kb.retriever.settings = settings.model_copy(update=VARIANTS.get(mode, {}))
                 overall, by_kind = evaluate(
-                    lambda q, m=_mode(mode), t=threshold, g=passage: kb.retriever.retrieve_by_vector(
-                        by_query[q.query], query_text=spelt[q.query], k=args.k, mode=m, threshold=t, passage_threshold=g),
+                    lambda q, m=_mode(mode), t=threshold, g=passage: kb.retriever.retrieve(
+                        q.query, k=args.k, mode=m, threshold=t, passage_threshold=g, message=q.question),
                     questions,
                 )
                 results[(setting, mode)] = {
@@ -87,11 +94,11 @@ def main() -> None:
                     "misses_at_3": sorted(q for q, r in overall.ranks.items() if r is None or r > 3),
                 }
             for mode in MODES:
-                kb.retriever.settings = settings.model_copy(update={"fusion": "relative"} if mode == "hybrid-relative" else {})
+                kb.retriever.settings = settings.model_copy(update=VARIANTS.get(mode, {}))
                 empty: dict[str, list[int]] = {}
-                for line, vector in zip(unanswerable, empty_vectors):
-                    got = kb.retriever.retrieve_by_vector(vector, query_text=line["question"], k=args.k, mode=_mode(mode),
-                                                          threshold=threshold, passage_threshold=passage)
+                for line in unanswerable:
+                    got = kb.retriever.retrieve(query(line), k=args.k, mode=_mode(mode), threshold=threshold,
+                                                passage_threshold=passage, message=line["question"])
                     empty.setdefault(line.get("kind", "-"), []).append(int(not got))
                 rejection[(setting, mode)] = {kind: sum(v) / len(v) for kind, v in sorted(empty.items())}
         kb.close()

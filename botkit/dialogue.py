@@ -99,8 +99,9 @@ def retrieval_executor() -> ThreadPoolExecutor:
 class Retriever(Protocol):
     """What the dialogue manager needs of the knowledge base."""
 
-    def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
-        """Ranked passages above the relevance threshold (possibly none)."""
+    def retrieve(self, query: str, *, k: int | None = None, message: str | None = None) -> list[Passage]:
+        """Ranked passages above the relevance threshold (possibly none). ``message``: the
+        user's own message when ``query`` also holds earlier ones as context."""
         ...
 
 
@@ -294,7 +295,7 @@ class DialogueManager:
             if speculative is not None and query == text.strip():
                 passages = await speculative  # started with the turn, for this very query
             else:
-                passages = await self._retrieve(query)
+                passages = await self._retrieve(query, message=text)
         except KnowledgeError as exc:
             log.warning("knowledge base unavailable: %s", exc)
             reply = await self._record(conversation, user, KB_DOWN_TEXT, [], None, started, abstained=True)
@@ -355,14 +356,15 @@ class DialogueManager:
         yield ReplyCitations(citations)
         yield ReplyDone(reply)
 
-    async def _retrieve(self, query: str) -> list[Passage]:
+    async def _retrieve(self, query: str, *, message: str | None = None) -> list[Passage]:
         """``retriever.retrieve`` on :func:`retrieval_executor`, in this turn's context (its metrics record)."""
-        return await self._start_retrieve(query)
+        return await self._start_retrieve(query, message=message)
 
-    def _start_retrieve(self, query: str) -> asyncio.Future[list[Passage]]:
+    def _start_retrieve(self, query: str, *, message: str | None = None) -> asyncio.Future[list[Passage]]:
         """:meth:`_retrieve`, started now; the future of its passages."""
         call = functools.partial(
-            contextvars.copy_context().run, self.retriever.retrieve, query, k=self.config.knowledge.top_k
+            contextvars.copy_context().run, self.retriever.retrieve, query, k=self.config.knowledge.top_k,
+            message=message,
         )
         return asyncio.get_running_loop().run_in_executor(retrieval_executor(), call)
 

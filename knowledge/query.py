@@ -17,6 +17,13 @@ then keeps it as context (:func:`sets_context`).
 When the previous message was itself a follow-up, the one before it is kept too (at most
 :data:`MAX_CONTEXT_MESSAGES`). A standalone question is returned unchanged, so a change of
 topic is not polluted by the old one. No rule depends on a particular knowledge base.
+
+:func:`query_sentences` splits a message of several sentences for retrieval: support
+messages often bundle a situation, a complaint and the question ("Two people left our team
+last week. Will our bill go down on its own?"), and one embedding of the whole message
+averages them. The retriever embeds each sentence that carries content beside the whole
+message and ranks a chunk by its best similarity to any of them
+(``knowledge.query_sentences``).
 """
 
 from __future__ import annotations
@@ -68,6 +75,27 @@ def is_follow_up(question: str) -> bool:
         if tokens & PRONOUNS or any(p in text for p in PRONOUNS if _CJK.match(p)):
             return True
     return False
+
+
+MAX_QUERY_SENTENCES = 4
+SENTENCE_MIN_WORDS = 3
+# A sentence ends at . ? ! … followed by a space, or at a CJK full stop, question or exclamation mark.
+_SENTENCE_END = re.compile(r"(?<=[.?!…])\s+|(?<=[。？！])")
+
+
+def query_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` worth embedding on their own: ``[]`` for a single sentence,
+    else those of at least :data:`SENTENCE_MIN_WORDS` words (a "Hi." or "Thanks!" carries
+    nothing to retrieve by), at most :data:`MAX_QUERY_SENTENCES`: questions first, then the
+    longest, in the message's order."""
+    found = [part.strip() for part in _SENTENCE_END.split(text.strip()) if part and part.strip()]
+    if len(found) < 2:
+        return []
+    content = [sentence for sentence in found if word_count(sentence) >= SENTENCE_MIN_WORDS]
+    if len(content) > MAX_QUERY_SENTENCES:
+        ranked = sorted(range(len(content)), key=lambda i: (not content[i].endswith(("?", "？")), -len(content[i])))
+        content = [content[i] for i in sorted(ranked[:MAX_QUERY_SENTENCES])]
+    return content
 
 
 _QUESTION_START = re.compile(

@@ -20,6 +20,14 @@ Whatever the mode, :attr:`Passage.score` is the chunk's cosine similarity to the
 (computed from the stored vector for chunks that only the lexical search found). The order
 is the mode's own (the fused order for hybrid).
 
+A query of several sentences that finds nothing relevant as a whole (its best passage
+under ``knowledge.score_threshold``) is tried again sentence by sentence
+(``knowledge.query_sentences``, see :func:`knowledge.query.query_sentences`): a message
+that bundles a situation and a question is embedded as their average, which can miss what
+its question alone finds. A chunk's similarity is then its best one to the whole query or
+any of its sentences, and the vector ranking is by that; the lexical search keeps the whole
+query. A query that finds something as a whole is never changed by its sentences.
+
 Relevance is decided in two steps, the same in every mode:
 
 1. *Is the question answerable at all?* Only when its best candidate passage reaches
@@ -60,6 +68,7 @@ from knowledge.batching import Batcher
 from knowledge.embeddings import Embedder
 from knowledge.lexical import LexicalHit, LexicalIndex
 from knowledge.observe import emit
+from knowledge.query import query_sentences
 from knowledge.settings import KnowledgeSettings
 from knowledge.spelling import Speller, wordpiece_words
 from knowledge.store import StoredChunk, VectorQuery, VectorStore
@@ -116,6 +125,7 @@ class Retriever:
         mode: Mode | None = None,
         threshold: float | None = None,
         passage_threshold: float | None = None,
+        message: str | None = None,
     ) -> list[Passage]:
         """The best passages for ``query``, at most ``k`` (default ``knowledge.top_k``).
 
@@ -125,13 +135,20 @@ class Retriever:
         passage must reach for anything to be returned) and ``passage_threshold`` overrides
         ``knowledge.passage_threshold`` (the similarity the passages returned with it must
         reach); see the module docstring.
+
+        ``message``: when ``query`` is the user's message with earlier messages prepended as
+        context (:func:`knowledge.query.contextualize`), the message itself. Only its own
+        sentences are then embedded one by one (``knowledge.query_sentences``), so a
+        sentence of an earlier, already answered message does not pull its passages up.
         """
         if not query.strip():
             return []
         started, found = time.perf_counter(), None  # observed: knowledge.observe "retrieve"
         try:
             query = self.correct_spelling(query)
-            found = self._search(None, self._plan(query, k=k, filters=filters, mode=mode), threshold, passage_threshold)
+            split = query if message is None or message.strip() == query.strip() else self.correct_spelling(message)
+            plan = self._plan(query, k=k, filters=filters, mode=mode, sentences_of=split)
+            found = self._search(None, plan, threshold, passage_threshold)
             return found
         finally:
             emit("retrieve", seconds=time.perf_counter() - started, passages=len(found or ()), ok=found is not None)
@@ -164,8 +181,12 @@ class Retriever:
         plan = self._plan(query_text, k=k, filters=filters, mode=mode)
         return self._search(np.asarray(vector, dtype=np.float32), plan, threshold, passage_threshold)
 
-    def _plan(self, query_text: str | None, *, k: int | None, filters: Mapping[str, Any] | None, mode: Mode | None) -> _Plan:
-        """The validated arguments of one search."""
+    def _plan(
+        self, query_text: str | None, *, k: int | None, filters: Mapping[str, Any] | None, mode: Mode | None,
+        sentences_of: str | None = None,
+    ) -> _Plan:
+        """The validated arguments of one search; ``sentences_of``: the text whose sentences are
+        embedded beside ``query_text`` (None: none)."""
         mode = mode or ("hybrid" if self.settings.hybrid else "vector")
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; known modes: {', '.join(MODES)}")
@@ -177,18 +198,31 @@ class Retriever:
             raise ValueError(f"unknown filter {sorted(unknown)}; known filters: {', '.join(FILTER_KEYS)}")
         k = k or self.settings.top_k
         where = (self._where(filters) if filters else {}) if mode in ("hybrid", "vector") else None
+        split = sentences_of if query_text and mode != "lexical" and self.settings.query_sentences else None
+        sentences = tuple(s for s in query_sentences(split) if s != query_text) if split else ()
         return _Plan(query_text=query_text, k=k, depth=max(4 * k, 20), mode=mode, filters=filters, where=where,
-                     lexical=mode in ("hybrid", "lexical") and bool(query_text))
+                     lexical=mode in ("hybrid", "lexical") and bool(query_text), sentences=sentences)
 
     def _embed_and_search(self, jobs: Sequence[_VectorJob]) -> list[tuple[np.ndarray, list[StoredChunk]]]:
-        """Embed the jobs' queries in one call and run their Chroma queries in one query."""
-        vectors = np.asarray(self.embedder.embed_queries([j.text for j in jobs]), dtype=np.float32)
-        if len(vectors) != len(jobs):
-            raise RuntimeError(f"embed_queries returned {len(vectors)} vectors for {len(jobs)} queries")
-        searching = [i for i, j in enumerate(jobs) if j.search is not None]
-        found = self.store.query_many([replace(jobs[i].search, vector=vectors[i]) for i in searching])  # type: ignore[type-var]
-        hits = dict(zip(searching, found))
-        return [(vectors[i], hits.get(i, [])) for i in range(len(jobs))]
+        """Embed the jobs' queries (each with its sentences) in one call and run their Chroma
+        queries in one query. Each job gets its vectors (one row per text: the query, then
+        its sentences) and its hits, each chunk once with its best similarity to any row."""
+        texts = [text for job in jobs for text in (job.text, *job.sentences)]
+        vectors = np.asarray(self.embedder.embed_queries(texts), dtype=np.float32)
+        if len(vectors) != len(texts):
+            raise RuntimeError(f"embed_queries returned {len(vectors)} vectors for {len(texts)} queries")
+        rows: list[np.ndarray] = []
+        start = 0
+        for job in jobs:
+            rows.append(vectors[start : start + 1 + len(job.sentences)])
+            start += 1 + len(job.sentences)
+        searches = [(i, replace(job.search, vector=row)) for i, job in enumerate(jobs) if job.search is not None
+                    for row in rows[i]]
+        found = self.store.query_many([search for _, search in searches])
+        hits: dict[int, list[list[StoredChunk]]] = {}
+        for (i, _), chunks in zip(searches, found):
+            hits.setdefault(i, []).append(chunks)
+        return [(rows[i], _best_of(hits.get(i, []), jobs[i].search)) for i in range(len(jobs))]
 
     def _search(
         self, vector: np.ndarray | None, plan: _Plan, threshold: float | None, passage_threshold: float | None
@@ -232,12 +266,7 @@ class Retriever:
         lexical_hits = lexical.result() if isinstance(lexical, Future) else lexical
         lexical_ranks = {hit.chunk_id: hit.rank for hit in lexical_hits}
         query_text = plan.query_text
-        vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
-        order = _fuse(vector_sims, {hit.chunk_id: hit.score for hit in lexical_hits}, mode,
-                      fusion=self.settings.fusion, vector_weight=self.settings.vector_weight)
-        # One version per source while it is re-ingested: only chunks the committed manifest names,
-        # checked once both rankings are in (one read, shared with concurrent searches).
-        order = self._committed.call(tuple(order)) if order else []
+        vector_sims, order = self._rank(hits, lexical_hits, mode, filters)
 
         # 2. The relevance floor: the question is answerable when its best passage reaches the
         #    threshold; the passages ranked with it then need only reach the passage threshold.
@@ -247,6 +276,13 @@ class Retriever:
             read_ahead = {chunk.id: chunk for chunk in self._read(order, {})}
             vector_sims = {cid: _similarity(vector, chunk) for cid, chunk in read_ahead.items()}
         best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
+        if best < threshold and plan.sentences and search is not None:
+            # Nothing relevant to the whole message: its sentences, each on its own, may be
+            # (knowledge.query_sentences). Chunks are then ranked by their best similarity.
+            rows, more = self._vectors.call(_VectorJob(plan.sentences[0], search, plan.sentences[1:]))
+            vector = np.vstack([np.atleast_2d(vector), rows])
+            vector_sims, order = self._rank(_best_of([hits, more], search), lexical_hits, mode, filters)
+            best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
         floor = relevance_floor(best, threshold, passage_threshold)
 
         # 3. Walk the order a page at a time: floor, deduplication, k passages. Passages that
@@ -275,6 +311,18 @@ class Retriever:
                 if len(passages) == k:
                     return passages
         return passages + companions[: k - len(passages)]
+
+    def _rank(
+        self, hits: Sequence[StoredChunk], lexical_hits: Sequence[LexicalHit], mode: str, filters: Mapping[str, Any]
+    ) -> tuple[dict[str, float], list[str]]:
+        """The vector hits' similarities (those the filters keep) and the candidates in the
+        mode's order, committed ones only."""
+        vector_sims = {h.id: float(h.similarity or 0.0) for h in hits if _keep(h, filters)}
+        order = _fuse(vector_sims, {hit.chunk_id: hit.score for hit in lexical_hits}, mode,
+                      fusion=self.settings.fusion, vector_weight=self.settings.vector_weight)
+        # One version per source while it is re-ingested: only chunks the committed manifest names,
+        # checked once both rankings are in (one read, shared with concurrent searches).
+        return vector_sims, (self._committed.call(tuple(order)) if order else [])
 
     def _committed_batch(self, orders: Sequence[tuple[str, ...]]) -> list[list[str]]:
         """Concurrent searches' candidates that the lexical index names, with one read for all
@@ -356,14 +404,32 @@ class _Plan:
     filters: dict[str, Any]
     where: dict[str, Any] | None
     lexical: bool
+    sentences: tuple[str, ...] = ()  # embedded beside query_text (knowledge.query_sentences)
 
 
 @dataclass(frozen=True)
 class _VectorJob:
-    """A query to embed, and its Chroma query (its vector filled in) unless ``search`` is None."""
+    """A query to embed (with its sentences), and its Chroma query (run with each of their
+    vectors) unless ``search`` is None."""
 
     text: str
     search: VectorQuery | None
+    sentences: tuple[str, ...] = ()
+
+
+def _best_of(rankings: Sequence[list[StoredChunk]], search: VectorQuery | None) -> list[StoredChunk]:
+    """One ranking from the rankings of a query and its sentences: each chunk once, with its
+    best similarity, best first, at most ``search.k``."""
+    if len(rankings) <= 1:
+        return rankings[0] if rankings else []
+    best: dict[str, StoredChunk] = {}
+    for ranking in rankings:
+        for chunk in ranking:
+            kept = best.get(chunk.id)
+            if kept is None or (chunk.similarity or 0.0) > (kept.similarity or 0.0):
+                best[chunk.id] = chunk
+    ordered = sorted(best.values(), key=lambda chunk: -(chunk.similarity or 0.0))
+    return ordered[: search.k] if search is not None else ordered
 
 
 _NO_VECTOR = np.zeros(0, dtype=np.float32)
@@ -405,7 +471,9 @@ def relevance_floor(best: float, threshold: float, passage_threshold: float) -> 
 
 
 def _similarity(vector: np.ndarray, chunk: StoredChunk) -> float:
-    return float(np.dot(vector, chunk.embedding)) if chunk.embedding is not None else 0.0
+    """Cosine similarity to the query: the best over its rows when ``vector`` holds one per
+    sentence (see :meth:`Retriever._embed_and_search`)."""
+    return float(np.max(np.dot(vector, chunk.embedding))) if chunk.embedding is not None else 0.0
 
 
 def identifiers_of(text: str | None) -> set[str]:

@@ -91,6 +91,15 @@ class KnowledgeSettings(BaseModel):
         description="With knowledge.fusion relative: the weight of the vector ranking (the lexical one gets the rest). "
         "0.75 is Weaviate's default for the same method.",
     )
+    query_sentences: bool = Field(
+        True,
+        description="When a question of several sentences finds nothing relevant as a whole (its best passage under "
+        "knowledge.score_threshold), try again with each of its sentences of three or more words (at most four), "
+        "ranking chunks by their best similarity to the whole question or any of them: a message that bundles a "
+        "situation and a question is embedded as their average, which can miss what the question alone finds. A "
+        "question that finds something as a whole is never changed; the lexical search always uses the whole "
+        "question. Costs one more embedding batch, for such questions only.",
+    )
     spelling_correction: bool = Field(
         True,
         description="Before retrieval, replace a question's misspelt words (not in the knowledge base, not a word the "

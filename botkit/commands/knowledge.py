@@ -198,7 +198,8 @@ def register(app: typer.Typer) -> None:
             kb = open_knowledge_base(config)
             try:
                 overall, by_kind = evaluate(
-                    lambda q: kb.retriever.retrieve(q.query, k=k, mode=mode), items  # type: ignore[arg-type]
+                    lambda q: kb.retriever.retrieve(q.query, k=k, mode=mode, message=q.question),  # type: ignore[arg-type]
+                    items,
                 )
             finally:
                 kb.close()

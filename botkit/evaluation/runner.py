@@ -94,7 +94,7 @@ async def run_case(bot: Any, case: TestCase, *, timeout: float) -> CaseResult:
         result.leaked = quotes_instructions(result.answer, persona=bot.config.persona)
     try:
         query = contextualize(case.question, case.history)
-        passages = await asyncio.to_thread(bot.knowledge.retriever.retrieve, query, k=RETRIEVAL_K)
+        passages = await asyncio.to_thread(bot.knowledge.retriever.retrieve, query, k=RETRIEVAL_K, message=case.question)
         result.retrieved = [p.source for p in passages]
     except Exception as exc:  # noqa: BLE001 - reported with the case
         message = f"retrieval: {type(exc).__name__}: {exc}"

@@ -91,7 +91,7 @@ async def test_retrieval_runs_on_the_retrieval_pool_in_the_turns_context(make_bo
         inner = manager.retriever
 
         class Spy:
-            def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
+            def retrieve(self, query: str, *, k: int | None = None, message: str | None = None) -> list[Passage]:
                 seen.append((threading.current_thread().name, metrics.current_turn() is not None))
                 return inner.retrieve(query, k=k)
 

@@ -26,16 +26,21 @@ BotFactory = Callable[..., Bot]
 def retrievals(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The queries every Retriever.retrieve call got, in call order."""
     calls: list[str] = []
+    messages.clear()
     lock = threading.Lock()
     original = Retriever.retrieve
 
     def recording(self: Retriever, query: str, **kwargs: object):  # type: ignore[no-untyped-def]
         with lock:
             calls.append(query)
+            messages.append(kwargs.get("message"))  # type: ignore[arg-type]
         return original(self, query, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Retriever, "retrieve", recording)
     return calls
+
+
+messages: list[str | None] = []  # the ``message`` argument of each recorded call
 
 
 async def test_a_standalone_question_is_retrieved_once(make_bot: BotFactory, retrievals: list[str]) -> None:
@@ -54,6 +59,7 @@ async def test_a_follow_up_is_retrieved_again_with_its_context(make_bot: BotFact
         await bot.reply("spec-2", "and on annual billing?")
         assert retrievals[0] == "and on annual billing?"  # the speculative one, not used
         assert retrievals[1:] == ["How much does the Pro plan cost per month? and on annual billing?"]
+        assert messages[-1] == "and on annual billing?"  # only its own sentences may be tried alone
         assert scripted.prompts[-1].passages[0].source == "billing/plans.md"
 
 

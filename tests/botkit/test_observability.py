@@ -34,7 +34,7 @@ class _Retriever:
     def __init__(self) -> None:
         self.down = False
 
-    def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
+    def retrieve(self, query: str, *, k: int | None = None, message: str | None = None) -> list[Passage]:
         started = time.perf_counter()
         if self.down:
             from knowledge.errors import IndexUnavailable

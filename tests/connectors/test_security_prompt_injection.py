@@ -183,7 +183,7 @@ class PoisonedRetriever:
     def __init__(self) -> None:
         self.poison: tuple[str, str] | None = None
 
-    def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
+    def retrieve(self, query: str, *, k: int | None = None, message: str | None = None) -> list[Passage]:
         honest = Passage(chunk_id="h", source="account/reset.md", title="Resetting your password", section="",
                          text="Click Forgot password on the sign-in page; the link is valid for one hour.", score=0.8)
         if self.poison is None:

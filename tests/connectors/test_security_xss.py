@@ -67,7 +67,7 @@ class PayloadRetriever:
     def __init__(self) -> None:
         self.calls = 0
 
-    def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
+    def retrieve(self, query: str, *, k: int | None = None, message: str | None = None) -> list[Passage]:
         base = self.calls * TOP_K * 3
         self.calls += 1
         passages = []

@@ -47,7 +47,7 @@ class _Embedder:
 
 
 class _Retriever:
-    def retrieve(self, query: str, *, k: int | None = None) -> list[Passage]:
+    def retrieve(self, query: str, *, k: int | None = None, message: str | None = None) -> list[Passage]:
         return [PASSAGE]
 
 

@@ -1,10 +1,11 @@
-"""History-aware retrieval queries: which messages are follow-ups, and what context they keep."""
+"""Retrieval queries: which messages are follow-ups, what context they keep, and which
+sentences of a message are embedded on their own."""
 
 from __future__ import annotations
 
 import pytest
 
-from knowledge.query import contextualize, is_follow_up, sets_context
+from knowledge.query import MAX_QUERY_SENTENCES, contextualize, is_follow_up, query_sentences, sets_context
 
 
 @pytest.mark.parametrize(
@@ -44,3 +45,28 @@ def test_only_the_latest_statement_counts() -> None:
     assert contextualize("Where do I find my invoices for last year?", history) == (
         "Where do I find my invoices for last year?"
     )
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("How do I reset my password?", []),  # one sentence: embedded whole only
+        ("Hi. How do I reset my password?", ["How do I reset my password?"]),  # "Hi." carries nothing
+        ("We moved offices last week. Our invoices still show the old address. Can we change it?",
+         ["We moved offices last week.", "Our invoices still show the old address.", "Can we change it?"]),
+        ("我上周换了手机。怎么重新登录两步验证？", ["我上周换了手机。", "怎么重新登录两步验证？"]),
+        ("version 2.4.1 fails to sync", []),  # dots inside a word end no sentence
+    ],
+)
+def test_query_sentences_splits_messages_of_several_sentences(message: str, expected: list[str]) -> None:
+    assert query_sentences(message) == expected
+
+
+def test_query_sentences_keeps_at_most_four_questions_first_in_message_order() -> None:
+    message = ("I have a long story to tell you today. It started on Monday morning early. Then the app crashed twice. "
+               "Is this a known bug? My colleague has the same problem too. Can you fix it soon?")
+    got = query_sentences(message)
+    assert len(got) == MAX_QUERY_SENTENCES
+    assert "Is this a known bug?" in got and "Can you fix it soon?" in got
+    positions = [message.index(sentence) for sentence in got]
+    assert positions == sorted(positions)

@@ -12,7 +12,7 @@ from fixtures_index import CORPUS, UNRELATED_QUERIES, embedder, make_bot, open_k
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.index import KnowledgeBase
 from knowledge.lexical import cjk_bigrams, match_expression
-from knowledge.query import contextualize, is_follow_up
+from knowledge.query import contextualize, is_follow_up, query_sentences
 from knowledge.retriever import RRF_K, Retriever, _fuse, identifiers_of, relevance_floor
 from knowledge.settings import KnowledgeSettings
 from knowledge.types import Passage
@@ -335,3 +335,56 @@ def test_a_chunk_the_lexical_index_does_not_name_is_never_returned(kb: Knowledge
             assert got and pending.id not in [p.chunk_id for p in got], mode
     finally:
         kb.store.delete([pending.id])
+
+
+def _expected_scores(kb: KnowledgeBase, passages: list[Passage], texts: list[str]) -> list[float]:
+    """Each passage's best cosine similarity to any of ``texts``."""
+    rows = kb.embedder.embed_queries(texts)
+    stored = kb.store.embeddings([p.chunk_id for p in passages])
+    return [float((rows @ stored[p.chunk_id]).max()) for p in passages]
+
+
+# Three sentences about something else dilute a question's embedding (whole: about 0.2).
+HOLIDAY = ("Last summer we drove across Portugal with our three children. We visited eleven towns and ate far too "
+           "much ice cream on the beach. The kids still talk about the dolphins.")
+
+
+def _whole_only(kb: KnowledgeBase) -> Retriever:
+    return Retriever(store=kb.store, lexical=kb.lexical, embedder=kb.embedder,
+                     settings=kb.settings.model_copy(update={"query_sentences": False}))
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector"])
+def test_a_message_that_finds_nothing_whole_is_tried_sentence_by_sentence(kb: KnowledgeBase, mode: str) -> None:
+    message = f"{HOLIDAY} Can I send back something I never used?"
+    assert _whole_only(kb).retrieve(message, mode=mode) == []  # whole: under the threshold
+    passages = kb.retriever.retrieve(message, mode=mode)
+    assert passages and passages[0].source == "shop/returns.md"
+    assert passages[0].score >= kb.settings.score_threshold
+    # Scored by the best of the whole message and its sentences.
+    assert [p.score for p in passages] == pytest.approx(
+        _expected_scores(kb, passages, [message, *query_sentences(message)]), abs=1e-5)
+
+
+def test_a_message_that_finds_something_whole_is_not_changed_by_its_sentences(kb: KnowledgeBase) -> None:
+    message = f"{HOLIDAY} How do I get into my account again?"
+    for mode in ("hybrid", "vector"):
+        got = kb.retriever.retrieve(message, mode=mode, threshold=0.3)
+        assert got and got[0].source == "account/password.md"
+        assert [(p.chunk_id, p.score) for p in got] == [
+            (p.chunk_id, p.score) for p in _whole_only(kb).retrieve(message, mode=mode, threshold=0.3)]
+        assert [p.score for p in got] == pytest.approx(_expected_scores(kb, got, [message]), abs=1e-5)
+
+
+def test_only_the_users_own_message_is_split_when_the_query_carries_context(kb: KnowledgeBase) -> None:
+    """``message``: a sentence of the earlier message (the context) is never tried alone."""
+    query = f"Can I send back something I never used? {HOLIDAY}"
+    assert kb.retriever.retrieve(query, message=HOLIDAY) == []
+    assert sources(kb.retriever.retrieve(query))[:1] == ["shop/returns.md"]  # the context's sentence alone
+
+
+def test_lexical_mode_and_given_vectors_embed_no_sentences(kb: KnowledgeBase) -> None:
+    message = f"{HOLIDAY} Can I send back something I never used?"
+    assert kb.retriever.retrieve_by_vector(kb.embedder.embed_query(message), query_text=message, mode="vector") == []
+    lexical = kb.retriever.retrieve(message, mode="lexical", threshold=0.0, passage_threshold=0.0)
+    assert [p.score for p in lexical] == pytest.approx(_expected_scores(kb, lexical, [message]), abs=1e-5)

@@ -22,25 +22,30 @@ from knowledge.retriever import Retriever
 BotFactory = Callable[..., Bot]
 
 
+class Retrievals(list[str]):
+    """The queries of the recorded Retriever.retrieve calls, in call order; ``messages``
+    holds each call's ``message`` argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str | None] = []
+
+
 @pytest.fixture
-def retrievals(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The queries every Retriever.retrieve call got, in call order."""
-    calls: list[str] = []
-    messages.clear()
+def retrievals(monkeypatch: pytest.MonkeyPatch) -> Retrievals:
+    """Every Retriever.retrieve call, recorded."""
+    calls = Retrievals()
     lock = threading.Lock()
     original = Retriever.retrieve
 
     def recording(self: Retriever, query: str, **kwargs: object):  # type: ignore[no-untyped-def]
         with lock:
             calls.append(query)
-            messages.append(kwargs.get("message"))  # type: ignore[arg-type]
+            calls.messages.append(kwargs.get("message"))  # type: ignore[arg-type]
         return original(self, query, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Retriever, "retrieve", recording)
     return calls
-
-
-messages: list[str | None] = []  # the ``message`` argument of each recorded call
 
 
 async def test_a_standalone_question_is_retrieved_once(make_bot: BotFactory, retrievals: list[str]) -> None:
@@ -51,7 +56,7 @@ async def test_a_standalone_question_is_retrieved_once(make_bot: BotFactory, ret
         assert scripted.prompts[-1].passages[0].source == "billing/plans.md"
 
 
-async def test_a_follow_up_is_retrieved_again_with_its_context(make_bot: BotFactory, retrievals: list[str]) -> None:
+async def test_a_follow_up_is_retrieved_again_with_its_context(make_bot: BotFactory, retrievals: Retrievals) -> None:
     scripted = ScriptedBackend()
     async with make_bot([scripted]) as bot:
         await bot.reply("spec-2", "How much does the Pro plan cost per month?")
@@ -59,7 +64,7 @@ async def test_a_follow_up_is_retrieved_again_with_its_context(make_bot: BotFact
         await bot.reply("spec-2", "and on annual billing?")
         assert retrievals[0] == "and on annual billing?"  # the speculative one, not used
         assert retrievals[1:] == ["How much does the Pro plan cost per month? and on annual billing?"]
-        assert messages[-1] == "and on annual billing?"  # only its own sentences may be tried alone
+        assert retrievals.messages[-1] == "and on annual billing?"  # only its own sentences may be tried alone
         assert scripted.prompts[-1].passages[0].source == "billing/plans.md"
 
 

@@ -19,11 +19,10 @@ When the previous message was itself a follow-up, the one before it is kept too 
 topic is not polluted by the old one. No rule depends on a particular knowledge base.
 
 :func:`query_sentences` splits a message of several sentences for retrieval: support
-messages often bundle a situation, a complaint and the question ("Two people left our team
-last week. Will our bill go down on its own?"), and one embedding of the whole message
-averages them. The retriever embeds each sentence that carries content beside the whole
-message and ranks a chunk by its best similarity to any of them
-(``knowledge.query_sentences``).
+messages often bundle a situation, a complaint and the question ("We moved offices last
+month. Where do we change the billing address?"), and one embedding of the whole message
+averages them. When the whole message finds nothing, the retriever tries its sentences
+that carry content, each on its own (``knowledge.query_sentences``).
 """
 
 from __future__ import annotations

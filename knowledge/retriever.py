@@ -145,9 +145,9 @@ class Retriever:
             return []
         started, found = time.perf_counter(), None  # observed: knowledge.observe "retrieve"
         try:
+            own = message if message is not None and message.strip() != query.strip() else None
             query = self.correct_spelling(query)
-            split = query if message is None or message.strip() == query.strip() else self.correct_spelling(message)
-            plan = self._plan(query, k=k, filters=filters, mode=mode, sentences_of=split)
+            plan = self._plan(query, k=k, filters=filters, mode=mode, split=True, message=own)
             found = self._search(None, plan, threshold, passage_threshold)
             return found
         finally:
@@ -183,10 +183,10 @@ class Retriever:
 
     def _plan(
         self, query_text: str | None, *, k: int | None, filters: Mapping[str, Any] | None, mode: Mode | None,
-        sentences_of: str | None = None,
+        split: bool = False, message: str | None = None,
     ) -> _Plan:
-        """The validated arguments of one search; ``sentences_of``: the text whose sentences are
-        embedded beside ``query_text`` (None: none)."""
+        """The validated arguments of one search. ``split``: a query that finds nothing may be
+        tried sentence by sentence (those of ``message``, else of ``query_text``)."""
         mode = mode or ("hybrid" if self.settings.hybrid else "vector")
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; known modes: {', '.join(MODES)}")
@@ -198,31 +198,27 @@ class Retriever:
             raise ValueError(f"unknown filter {sorted(unknown)}; known filters: {', '.join(FILTER_KEYS)}")
         k = k or self.settings.top_k
         where = (self._where(filters) if filters else {}) if mode in ("hybrid", "vector") else None
-        split = sentences_of if query_text and mode != "lexical" and self.settings.query_sentences else None
-        sentences = tuple(s for s in query_sentences(split) if s != query_text) if split else ()
+        split = split and bool(query_text) and mode != "lexical" and self.settings.query_sentences
         return _Plan(query_text=query_text, k=k, depth=max(4 * k, 20), mode=mode, filters=filters, where=where,
-                     lexical=mode in ("hybrid", "lexical") and bool(query_text), sentences=sentences)
+                     lexical=mode in ("hybrid", "lexical") and bool(query_text), split=split, message=message)
 
     def _embed_and_search(self, jobs: Sequence[_VectorJob]) -> list[tuple[np.ndarray, list[StoredChunk]]]:
-        """Embed the jobs' queries (each with its sentences) in one call and run their Chroma
-        queries in one query. Each job gets its vectors (one row per text: the query, then
-        its sentences) and its hits, each chunk once with its best similarity to any row."""
-        texts = [text for job in jobs for text in (job.text, *job.sentences)]
+        """Embed the jobs' texts in one call and run their Chroma queries in one query. Each
+        job gets its vectors (one row per text) and its hits: each chunk once, with its best
+        similarity to any of the job's texts."""
+        texts = [text for job in jobs for text in job.texts]
         vectors = np.asarray(self.embedder.embed_queries(texts), dtype=np.float32)
         if len(vectors) != len(texts):
             raise RuntimeError(f"embed_queries returned {len(vectors)} vectors for {len(texts)} queries")
-        rows: list[np.ndarray] = []
-        start = 0
-        for job in jobs:
-            rows.append(vectors[start : start + 1 + len(job.sentences)])
-            start += 1 + len(job.sentences)
+        bounds = np.cumsum([0, *(len(job.texts) for job in jobs)])
+        rows = [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         searches = [(i, replace(job.search, vector=row)) for i, job in enumerate(jobs) if job.search is not None
                     for row in rows[i]]
         found = self.store.query_many([search for _, search in searches])
         hits: dict[int, list[list[StoredChunk]]] = {}
         for (i, _), chunks in zip(searches, found):
             hits.setdefault(i, []).append(chunks)
-        return [(rows[i], _best_of(hits.get(i, []), jobs[i].search)) for i in range(len(jobs))]
+        return [(rows[i], _best_of(hits.get(i, []), job.search.k if job.search else 0)) for i, job in enumerate(jobs)]
 
     def _search(
         self, vector: np.ndarray | None, plan: _Plan, threshold: float | None, passage_threshold: float | None
@@ -252,7 +248,7 @@ class Retriever:
                     lexical = self._call(self.lexical.search, plan.query_text, k=plan.depth, filters=filters,
                                          background=True)
                 assert plan.query_text is not None
-                vector, vector_hits = self._vectors.call(_VectorJob(plan.query_text, search))
+                vector, vector_hits = self._vectors.call(_VectorJob((plan.query_text,), search))
             else:
                 if search is not None:
                     vector_hits = self._call(self.store.query, vector, k=search.k, where=search.where,
@@ -276,12 +272,12 @@ class Retriever:
             read_ahead = {chunk.id: chunk for chunk in self._read(order, {})}
             vector_sims = {cid: _similarity(vector, chunk) for cid, chunk in read_ahead.items()}
         best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
-        if best < threshold and plan.sentences and search is not None:
+        if best < threshold and plan.split and search is not None and (sentences := self._sentences(plan)):
             # Nothing relevant to the whole message: its sentences, each on its own, may be
             # (knowledge.query_sentences). Chunks are then ranked by their best similarity.
-            rows, more = self._vectors.call(_VectorJob(plan.sentences[0], search, plan.sentences[1:]))
-            vector = np.vstack([np.atleast_2d(vector), rows])
-            vector_sims, order = self._rank(_best_of([hits, more], search), lexical_hits, mode, filters)
+            rows, more = self._vectors.call(_VectorJob(sentences, search))
+            vector = np.vstack([vector, rows])
+            vector_sims, order = self._rank(_best_of([hits, more], search.k), lexical_hits, mode, filters)
             best = max((vector_sims[cid] for cid in order if cid in vector_sims), default=0.0)
         floor = relevance_floor(best, threshold, passage_threshold)
 
@@ -311,6 +307,12 @@ class Retriever:
                 if len(passages) == k:
                     return passages
         return passages + companions[: k - len(passages)]
+
+    def _sentences(self, plan: _Plan) -> tuple[str, ...]:
+        """The sentences to try on their own: the user's message's (spelling corrected), else
+        the query's; none for a single sentence."""
+        text = plan.query_text if plan.message is None else self.correct_spelling(plan.message)
+        return tuple(s for s in query_sentences(text or "") if s != plan.query_text)
 
     def _rank(
         self, hits: Sequence[StoredChunk], lexical_hits: Sequence[LexicalHit], mode: str, filters: Mapping[str, Any]
@@ -404,22 +406,22 @@ class _Plan:
     filters: dict[str, Any]
     where: dict[str, Any] | None
     lexical: bool
-    sentences: tuple[str, ...] = ()  # embedded beside query_text (knowledge.query_sentences)
+    split: bool = False  # tried sentence by sentence when it finds nothing (knowledge.query_sentences)
+    message: str | None = None  # the user's own message, when query_text adds context to it
 
 
 @dataclass(frozen=True)
 class _VectorJob:
-    """A query to embed (with its sentences), and its Chroma query (run with each of their
-    vectors) unless ``search`` is None."""
+    """Texts to embed (a query, or its sentences), and their Chroma query (run with each of
+    their vectors) unless ``search`` is None."""
 
-    text: str
+    texts: tuple[str, ...]
     search: VectorQuery | None
-    sentences: tuple[str, ...] = ()
 
 
-def _best_of(rankings: Sequence[list[StoredChunk]], search: VectorQuery | None) -> list[StoredChunk]:
-    """One ranking from the rankings of a query and its sentences: each chunk once, with its
-    best similarity, best first, at most ``search.k``."""
+def _best_of(rankings: Sequence[list[StoredChunk]], k: int) -> list[StoredChunk]:
+    """One ranking from several texts' rankings: each chunk once, with its best similarity,
+    best first, at most ``k``."""
     if len(rankings) <= 1:
         return rankings[0] if rankings else []
     best: dict[str, StoredChunk] = {}
@@ -428,8 +430,7 @@ def _best_of(rankings: Sequence[list[StoredChunk]], search: VectorQuery | None) 
             kept = best.get(chunk.id)
             if kept is None or (chunk.similarity or 0.0) > (kept.similarity or 0.0):
                 best[chunk.id] = chunk
-    ordered = sorted(best.values(), key=lambda chunk: -(chunk.similarity or 0.0))
-    return ordered[: search.k] if search is not None else ordered
+    return sorted(best.values(), key=lambda chunk: -(chunk.similarity or 0.0))[:k]
 
 
 _NO_VECTOR = np.zeros(0, dtype=np.float32)

@@ -196,7 +196,8 @@ def main() -> None:
     if args.fresh and folder.exists():
         shutil.rmtree(folder)
     embedder = NoModel() if args.no_model else load_embedder(device=args.device)
-    settings = KnowledgeSettings(top_k=5, score_threshold=0.0)
+    # No query-vector cache: the end-to-end rows reuse the warm-up's texts, and each must pay for its embedding.
+    settings = KnowledgeSettings(top_k=5, score_threshold=0.0, query_cache_size=0)
     store, lexical, words, build_stats = build(folder, args.n, args.batch, args.seed, args.budget_s)
     retriever = Retriever(store=store, lexical=lexical, embedder=embedder, settings=settings)
     rng = np.random.default_rng([args.seed, 2])

@@ -87,8 +87,11 @@ def prepare_bot_dir(work: Path) -> Path:
 
 
 def open_kb(bot_dir: Path, embedder: Embedder) -> KnowledgeBase:
+    """The bot's knowledge base without its query-vector cache: the turns repeat their
+    questions, and LangChain's side has no such cache (each turn pays for its embedding)."""
     config = load_config(bot_dir, environ={})
-    return KnowledgeBase.open(config.knowledge, config.root, config.data_path, chroma_path=config.chroma_path, embedder=embedder)
+    settings = config.knowledge.model_copy(update={"query_cache_size": 0})
+    return KnowledgeBase.open(settings, config.root, config.data_path, chroma_path=config.chroma_path, embedder=embedder)
 
 
 async def botkit_turns(bot: Bot, turns: int, *, prefix: str) -> list[float]:

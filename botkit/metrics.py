@@ -102,6 +102,8 @@ class _Metrics:
                                            ["backend", "state"])
         self.retrieval = Histogram("botkit_retrieval_seconds", "One knowledge-base retrieval.", buckets=b)
         self.retrievals = Counter("botkit_retrievals", "Retrievals by outcome.", ["outcome"])
+        self.query_vectors = Counter("botkit_query_vectors", "Query texts to embed, by where their vector came "
+                                     "from (cache: knowledge.query_cache_size).", ["source"])
         self.lock_wait = Histogram("botkit_lock_wait_seconds", "Wait for a conversation's turn lock.", buckets=b)
         self.ingest_runs = Counter("botkit_ingest_runs", "Knowledge-base ingestion runs.")
         self.ingest_sources = Counter("botkit_ingest_sources", "Sources handled by ingestion, by status.", ["status"])
@@ -332,6 +334,11 @@ def _on_knowledge_event(event: str, **fields: Any) -> None:
             record.retrieve_s = seconds
             record.retrieval_ok = ok
             record.span("botkit.retrieve", seconds, passages=int(fields.get("passages", 0)), ok=ok)
+    elif event == "query_vectors":
+        for source in ("cache", "model"):
+            count = int(fields.get(source, 0))
+            if count:
+                m.query_vectors.labels(source).inc(count)
     elif event == "ingest":
         report = fields.get("report")
         m.ingest_runs.inc()

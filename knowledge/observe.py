@@ -7,6 +7,8 @@ cares (``botkit.metrics``) registers a listener with :func:`add_listener`:
 
 ``retrieve``  ``seconds`` (float), ``passages`` (int), ``ok`` (bool): one
               :meth:`~knowledge.retriever.Retriever.retrieve` call.
+``query_vectors`` ``cache`` and ``model`` (int): of one embedding batch's query texts, how
+              many were found in the query-vector cache and how many the model embedded.
 ``ingest``    ``report`` (:class:`~knowledge.ingest.IngestReport`): one sync finished.
 
 A listener that raises is dropped from that call and never breaks retrieval.

@@ -69,6 +69,7 @@ from knowledge.embeddings import Embedder
 from knowledge.lexical import LexicalHit, LexicalIndex
 from knowledge.observe import emit
 from knowledge.query import query_sentences
+from knowledge.query_cache import QueryVectorCache
 from knowledge.settings import KnowledgeSettings
 from knowledge.spelling import Speller, wordpiece_words
 from knowledge.store import StoredChunk, VectorQuery, VectorStore
@@ -113,6 +114,8 @@ class Retriever:
         self.search_workers = search_workers
         self._executor: ThreadPoolExecutor | None = None  # started on the first hybrid search
         self._executor_lock = threading.Lock()
+        self.query_cache = QueryVectorCache(settings.query_cache_size)
+        """Recent query vectors by text (``knowledge.query_cache_size``; see :mod:`knowledge.query_cache`)."""
         self._vectors: Batcher[_VectorJob, tuple[np.ndarray, list[StoredChunk]]] = Batcher(self._embed_and_search)
         self._committed: Batcher[tuple[str, ...], list[str]] = Batcher(self._committed_batch)
 
@@ -207,9 +210,9 @@ class Retriever:
         job gets its vectors (one row per text) and its hits: each chunk once, with its best
         similarity to any of the job's texts."""
         texts = [text for job in jobs for text in job.texts]
-        vectors = np.asarray(self.embedder.embed_queries(texts), dtype=np.float32)
-        if len(vectors) != len(texts):
-            raise RuntimeError(f"embed_queries returned {len(vectors)} vectors for {len(texts)} queries")
+        hits, misses = self.query_cache.hits, self.query_cache.misses  # batches run one at a time (Batcher)
+        vectors = self.query_cache.embed(texts, self.embedder.embed_queries)  # the texts not seen lately, in one call
+        emit("query_vectors", cache=self.query_cache.hits - hits, model=self.query_cache.misses - misses)
         bounds = np.cumsum([0, *(len(job.texts) for job in jobs)])
         rows = [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         searches = [(i, replace(job.search, vector=row)) for i, job in enumerate(jobs) if job.search is not None

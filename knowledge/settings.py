@@ -100,6 +100,12 @@ class KnowledgeSettings(BaseModel):
         "question that finds something as a whole is never changed; the lexical search always uses the whole "
         "question. Costs one more embedding batch, for such questions only.",
     )
+    query_cache_size: int = Field(
+        1024, ge=0, le=1_000_000,
+        description="Query vectors kept for questions asked again (the exact text embedded, least recently used "
+        "dropped first; 1.5 kB each with the default model): a repeated question skips the embedding model, most of "
+        "a retrieval's CPU on a CPU host. 0 turns the cache off.",
+    )
     spelling_correction: bool = Field(
         True,
         description="Before retrieval, replace a question's misspelt words (not in the knowledge base, not a word the "

@@ -275,3 +275,14 @@ def test_ingestion_counts() -> None:
         assert metric(after, "botkit_ingest_sources_total", status=status) - metric(
             before, "botkit_ingest_sources_total", status=status) == count
     assert metric(after, "botkit_ingest_chunks") == 42
+
+
+def test_query_vector_sources_are_counted() -> None:
+    metrics.metrics()
+    before = metrics.render()[0].decode()
+    emit("query_vectors", cache=3, model=1)
+    emit("query_vectors", cache=0, model=2)
+    after = metrics.render()[0].decode()
+    for source, expected in (("cache", 3), ("model", 3)):
+        assert metric(after, "botkit_query_vectors_total", source=source) - metric(
+            before, "botkit_query_vectors_total", source=source) == expected

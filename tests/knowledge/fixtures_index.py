@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,6 +23,7 @@ import pytest
 
 from knowledge.embeddings import Embedder, SentenceTransformerEmbedder, load_embedder
 from knowledge.index import KnowledgeBase
+from knowledge.retriever import Retriever
 from knowledge.settings import KnowledgeSettings
 
 # A small generic help centre (a coffee-machine shop), one short article per topic.
@@ -70,6 +72,45 @@ UNRELATED_QUERIES = [
     "who painted the Mona Lisa",
     "recommend a science fiction novel",
 ]
+
+
+@pytest.fixture(scope="module")
+def corpus_kb(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Iterator[KnowledgeBase]:
+    """A knowledge base of :data:`CORPUS`, ingested once per test module."""
+    opened = open_kb(make_bot(tmp_path_factory.mktemp("corpus"), CORPUS), embedder)
+    assert not opened.ingest().failed
+    yield opened
+    opened.close()
+
+
+def retriever_of(kb: KnowledgeBase, embedder: Embedder, *, settings: dict[str, Any] | None = None,
+                 **kwargs: Any) -> Retriever:
+    """A new retriever over ``kb``'s index with ``embedder``, ``kb``'s settings changed by
+    ``settings`` and :class:`Retriever` arguments ``kwargs``."""
+    return Retriever(store=kb.store, lexical=kb.lexical, embedder=embedder,
+                     settings=kb.settings.model_copy(update=settings or {}), origins=kb.retriever._origins, **kwargs)
+
+
+class RecordingEmbedder(Embedder):
+    """Embeds with ``inner`` and records each batch of queries in ``batches``: the base of
+    test doubles that watch or hold query embedding."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+        self.inner = inner
+        self.model_id, self.dimension = inner.model_id, inner.dimension
+        self.batches: list[list[str]] = []
+
+    @property
+    def model(self) -> Any:
+        """The wrapped model (its tokenizer's words keep spelling correction the same)."""
+        return self.inner.model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        return self.inner.embed_queries(texts)
 
 
 class CountingEmbedder(Embedder):

@@ -3,39 +3,19 @@ same passages; the cache is bounded, can be turned off, and never caches a faile
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
-from fixtures_index import CORPUS, embedder, make_bot, open_kb  # noqa: F401
+from fixtures_index import RecordingEmbedder, corpus_kb, embedder, retriever_of  # noqa: F401
 
 from knowledge import observe
-from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
+from knowledge.embeddings import Embedder
 from knowledge.index import KnowledgeBase
 from knowledge.query_cache import QueryVectorCache
 from knowledge.retriever import Retriever
 from knowledge.settings import KnowledgeSettings
-
-
-class CountingEmbedder(Embedder):
-    """Embeds with ``inner`` and records every query batch."""
-
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
-        self.inner = inner
-        self.model_id, self.dimension = inner.model_id, inner.dimension
-        self.batches: list[list[str]] = []
-
-    @property
-    def model(self) -> Any:
-        return self.inner.model
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.inner.embed(texts)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.batches.append(list(texts))
-        return self.inner.embed_queries(texts)
 
 
 def fake_embed(calls: list[list[str]]) -> Any:
@@ -103,17 +83,11 @@ def test_a_negative_size_is_refused() -> None:
 
 # -- in the retriever ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Iterator[KnowledgeBase]:  # noqa: F811
-    opened = open_kb(make_bot(tmp_path_factory.mktemp("cached"), CORPUS), embedder)
-    assert not opened.ingest().failed
-    yield opened
-    opened.close()
+kb = corpus_kb  # the module's knowledge base (a fixture of fixtures_index)
 
 
-def retriever(kb: KnowledgeBase, embedder: Embedder, **settings: Any) -> Retriever:
-    return Retriever(store=kb.store, lexical=kb.lexical, embedder=embedder,
-                     settings=kb.settings.model_copy(update=settings), origins=kb.retriever._origins)
+def retriever(kb: KnowledgeBase, using: Embedder, **settings: Any) -> Retriever:
+    return retriever_of(kb, using, settings=settings)
 
 
 def summary(passages: list) -> list[tuple[str, float]]:
@@ -124,7 +98,7 @@ QUESTIONS = ("how do I descale my espresso machine", "what does error E42 mean",
 
 
 def test_a_question_asked_again_is_not_embedded_again_and_gets_the_same_passages(kb: KnowledgeBase) -> None:
-    counting = CountingEmbedder(kb.embedder)  # type: ignore[arg-type]
+    counting = RecordingEmbedder(kb.embedder)  # type: ignore[arg-type]
     cached = retriever(kb, counting)
     first = [summary(cached.retrieve(q)) for q in QUESTIONS]
     embedded = sum(len(batch) for batch in counting.batches)
@@ -154,7 +128,7 @@ def test_each_batch_reports_where_its_vectors_came_from(kb: KnowledgeBase) -> No
 
 
 def test_with_the_cache_off_every_retrieval_embeds(kb: KnowledgeBase) -> None:
-    counting = CountingEmbedder(kb.embedder)  # type: ignore[arg-type]
+    counting = RecordingEmbedder(kb.embedder)  # type: ignore[arg-type]
     uncached = retriever(kb, counting, query_cache_size=0)
     uncached.retrieve(QUESTIONS[0])
     uncached.retrieve(QUESTIONS[0])
@@ -163,7 +137,7 @@ def test_with_the_cache_off_every_retrieval_embeds(kb: KnowledgeBase) -> None:
 
 
 def test_the_key_is_the_text_embedded_so_context_makes_another_entry(kb: KnowledgeBase) -> None:
-    counting = CountingEmbedder(kb.embedder)  # type: ignore[arg-type]
+    counting = RecordingEmbedder(kb.embedder)  # type: ignore[arg-type]
     cached = retriever(kb, counting)
     cached.retrieve("and how long does it take?")
     cached.retrieve("how do I descale my espresso machine and how long does it take?",
@@ -176,7 +150,7 @@ def test_the_sentence_fallback_reuses_cached_sentences(kb: KnowledgeBase) -> Non
     message = ("Last summer we drove across Portugal with our three children. We visited eleven towns and ate far "
                "too much ice cream on the beach. The kids still talk about the dolphins. Can I send back something I "
                "never used?")
-    counting = CountingEmbedder(kb.embedder)  # type: ignore[arg-type]
+    counting = RecordingEmbedder(kb.embedder)  # type: ignore[arg-type]
     cached = retriever(kb, counting)
     first = summary(cached.retrieve(message))
     assert len(counting.batches) == 2  # the whole message, then its sentences (it finds nothing whole)

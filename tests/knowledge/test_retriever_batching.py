@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
-from fixtures_index import CORPUS, embedder, make_bot, open_kb  # noqa: F401
+from fixtures_index import CORPUS, RecordingEmbedder, corpus_kb, embedder, retriever_of  # noqa: F401
 
-from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
+from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.index import KnowledgeBase
-from knowledge.retriever import Retriever
 
 # (query, retrieve keyword arguments): every mode, filters, a question with no answer.
 CASES: list[tuple[str, dict[str, Any]]] = [
@@ -36,24 +35,14 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-class GatedEmbedder(Embedder):
+class GatedEmbedder(RecordingEmbedder):
     """Embeds queries with ``inner``; the first batch waits for ``release`` (so the others
     queue behind it), and batch number ``fail_batch`` raises."""
 
     def __init__(self, inner: SentenceTransformerEmbedder, fail_batch: int | None = None) -> None:
-        self.inner = inner
-        self.model_id, self.dimension = inner.model_id, inner.dimension
-        self.batches: list[list[str]] = []
+        super().__init__(inner)
         self.started, self.release = threading.Event(), threading.Event()
         self.fail_batch = fail_batch
-
-    @property
-    def model(self) -> Any:
-        """The wrapped model (its tokenizer's words keep spelling correction the same)."""
-        return self.inner.model
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.inner.embed(texts)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         self.batches.append(list(texts))
@@ -65,17 +54,8 @@ class GatedEmbedder(Embedder):
         return self.inner.embed_queries(texts)
 
 
-@pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Iterator[KnowledgeBase]:  # noqa: F811
-    opened = open_kb(make_bot(tmp_path_factory.mktemp("batched"), CORPUS), embedder)
-    assert not opened.ingest().failed
-    yield opened
-    opened.close()
-
-
-def retriever(kb: KnowledgeBase, embedder: Embedder, **kwargs: Any) -> Retriever:
-    return Retriever(store=kb.store, lexical=kb.lexical, embedder=embedder, settings=kb.settings,
-                     origins=kb.retriever._origins, **kwargs)
+kb = corpus_kb  # the module's knowledge base (a fixture of fixtures_index)
+retriever = retriever_of
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

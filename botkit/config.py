@@ -95,6 +95,10 @@ class EscalationSettings(BaseModel):
     )
 
 
+MAX_SUGGESTIONS = 6
+MAX_SUGGESTION_CHARS = 120
+
+
 class WebSettings(BaseModel):
     """The ``web:`` section: the HTTP API and the embeddable widget."""
 
@@ -108,6 +112,12 @@ class WebSettings(BaseModel):
         "#2563eb", pattern=r"^#[0-9a-fA-F]{3,8}$", description="Widget accent colour (CSS hex)."
     )
     position: Literal["bottom-right", "bottom-left"] = Field("bottom-right", description="Widget launcher corner.")
+    suggestions: list[str] = Field(
+        default_factory=list, max_length=MAX_SUGGESTIONS,
+        description=f"Questions the widget offers under its greeting until the visitor's first message (at most "
+        f"{MAX_SUGGESTIONS}, each up to {MAX_SUGGESTION_CHARS} characters); a click sends one. Asked verbatim, they "
+        "reuse their query vectors (knowledge.query_cache_size).",
+    )
     secret: str | None = Field(
         None,
         min_length=16,
@@ -119,6 +129,18 @@ class WebSettings(BaseModel):
         20, ge=0, description="Messages per minute per conversation (0: no limit)."
     )
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 beyond).")
+
+    @field_validator("suggestions")
+    @classmethod
+    def _suggestions(cls, value: list[str]) -> list[str]:
+        cleaned = [" ".join(text.split()) for text in value]
+        for number, text in enumerate(cleaned, start=1):
+            if not text:
+                raise ValueError(f"suggestion {number} is empty; remove it or write the question")
+            if len(text) > MAX_SUGGESTION_CHARS:
+                raise ValueError(f"suggestion {number} is {len(text)} characters long; the limit is "
+                                 f"{MAX_SUGGESTION_CHARS}: offer a short question")
+        return cleaned
 
 
 class SlackSettings(BaseModel):

@@ -35,6 +35,8 @@ knowledge:
 web:
   public_key: {public_key}
   allowed_origins: []      # origins allowed to embed the widget (the server's own is always allowed)
+  # suggestions:           # questions the widget offers until the visitor's first message
+  #   - When are you open?
 """
 
 SAMPLE_ARTICLE = """\

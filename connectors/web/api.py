@@ -38,7 +38,7 @@ async def widget_config(state: State) -> p.WidgetConfig:
     web = state.settings
     return p.WidgetConfig(name=state.bot.name, title=web.title, greeting=web.greeting,
                           primary_color=web.primary_color, position=web.position,
-                          max_message_chars=state.max_message_chars)
+                          max_message_chars=state.max_message_chars, suggestions=web.suggestions)
 
 
 @api.post("/conversations", response_model=p.ConversationCreated, status_code=201,

@@ -127,6 +127,7 @@ class WidgetConfig(_Schema):
     primary_color: str
     position: str
     max_message_chars: int
+    suggestions: list[str] = Field(default_factory=list)
 
 
 class ConversationSummary(_Schema):

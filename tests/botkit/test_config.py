@@ -127,3 +127,14 @@ def test_every_key_documented() -> None:
 
     missing = [key for key in keys(BotConfig) if f"`{key}`" not in readme]
     assert not missing, f"README.md does not document: {missing}"
+
+
+def test_widget_suggestions_are_normalised_and_checked(tmp_path: Path) -> None:
+    write(tmp_path, "web:\n  suggestions:\n    - '  How do I   reset my password? '\n    - When are you open?\n")
+    assert load_config(tmp_path, environ={}).web.suggestions == ["How do I reset my password?", "When are you open?"]
+    for body, expected in (("['  ']", "suggestion 1 is empty"), (f"['ok', '{'x' * 121}']", "suggestion 2 is 121"),
+                           (str([f"q{i}" for i in range(7)]), "at most 6")):
+        write(tmp_path, f"web:\n  suggestions: {body}\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(tmp_path, environ={})
+        assert "web.suggestions" in str(info.value) and expected in str(info.value)

@@ -228,3 +228,16 @@ async def test_app_settles_the_heap_when_asked(web_bot: Any, kit: Any) -> None:
     finally:
         gc.unfreeze()
         await app.state.web.aclose()
+
+
+async def test_widget_config_lists_the_suggested_questions(client: httpx.AsyncClient, web_bot: Any, kit: Any) -> None:
+    from connectors.web.app import create_app
+
+    assert (await client.get("/api/v1/widget/config")).json()["suggestions"] == []
+    app = create_app(web_bot, settings=kit.web_settings(suggestions=["When are you open?"]), owns_bot=False)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+            config = (await http.get("/api/v1/widget/config")).json()
+    finally:
+        await app.state.web.aclose()
+    assert config["suggestions"] == ["When are you open?"] and config["greeting"]

@@ -119,3 +119,38 @@ async def test_talk_to_a_human(browser: Any, live_server: str) -> None:
     assert "human" in (await page.locator(W + ".msg.user").last.inner_text()).lower()
     assert (await reply.inner_text()).strip()
     await context.close()
+
+
+async def test_suggested_questions_are_offered_until_the_first_message(browser: Any, web_bot: Any, kit: Any) -> None:
+    from connectors.web.app import create_app
+
+    offered = [QUESTION, "Do you have a free trial?"]
+    app = create_app(web_bot, settings=kit.web_settings(suggestions=offered), owns_bot=False)
+    try:
+        async with kit.serve(app) as url:
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto(url + "/")
+            await page.locator(W + ".launcher").click()
+            chips = page.locator(W + ".suggestions button")
+            await chips.first.wait_for()
+            assert await chips.all_inner_texts() == offered
+            assert await page.locator(W + ".suggestions").get_attribute("aria-label") == "Suggested questions"
+            await chips.first.focus()  # keyboard-usable: Enter on a focused suggestion sends it
+            async with page.expect_response(lambda r: r.url.endswith("/messages") and r.request.method == "POST"):
+                await page.keyboard.press("Enter")
+            reply = page.locator(W + ".msg.assistant").nth(1)  # after the greeting
+            await reply.locator(".actions").wait_for(timeout=30_000)
+            assert await page.locator(W + ".msg.user").last.inner_text() == QUESTION
+            assert await reply.locator(".sources li").count() >= 1
+            assert await page.locator(W + ".suggestions").count() == 0  # withdrawn by the first message
+
+            await page.reload()  # a conversation with messages is not offered them again
+            await page.locator(W + ".launcher").click()
+            await page.locator(W + ".greeting").wait_for()
+            await page.locator(W + ".msg.user").first.wait_for()
+            await page.wait_for_timeout(300)
+            assert await page.locator(W + ".suggestions").count() == 0
+            await context.close()
+    finally:
+        await app.state.web.aclose()

@@ -8,6 +8,8 @@
  *   data-position ("bottom-right" | "bottom-left"), data-open ("true" opens at load),
  *   data-human-text (the message sent by "Talk to a human"), data-api (API origin;
  *   default: where widget.js was loaded from).
+ * Suggested questions, offered until the first message, come from bot.yaml
+ * (web.suggestions).
  *
  * Security: everything the model, a user or a document wrote is rendered with
  * textContent / createElement (a small markdown subset), never as HTML; links are made
@@ -61,6 +63,10 @@
     ".actions button[aria-pressed=true]{background:var(--bk-primary);border-color:var(--bk-primary);color:#fff}",
     ".actions button:not([aria-pressed=true]):hover{border-color:var(--bk-primary);color:var(--bk-primary)}",
     ".typing::after{content:'\u2026';animation:bk 1s infinite}@keyframes bk{50%{opacity:.3}}",
+    ".suggestions{display:flex;flex-wrap:wrap;gap:6px;align-self:flex-start;max-width:100%}",
+    ".suggestions button{border:1px solid var(--bk-primary);color:var(--bk-primary);background:var(--bk-bg);",
+    "border-radius:16px;padding:5px 11px;font:inherit;font-size:13px;cursor:pointer;text-align:left}",
+    ".suggestions button:hover{background:var(--bk-soft)}",
     "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e7eb;background:var(--bk-bg)}",
     "textarea{flex:1;resize:none;border:1px solid #d1d5db;border-radius:10px;padding:8px 10px;font:inherit;",
     "height:42px;max-height:120px;color:var(--bk-fg);background:var(--bk-bg)}",
@@ -372,21 +378,40 @@
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit ? form.requestSubmit() : submit(e); }
   });
+  function say(text) {
+    withdraw();
+    bubble("user", text);
+    ask(text);
+  }
   function submit(e) {
     if (e) e.preventDefault();
     var text = input.value.trim();
     if (!text || busy) return;
     input.value = "";
-    bubble("user", text);
-    ask(text);
+    say(text);
   }
   form.addEventListener("submit", submit);
-  human.addEventListener("click", function () { if (!busy) { bubble("user", options.humanText); ask(options.humanText); } });
+  human.addEventListener("click", function () { if (!busy) say(options.humanText); });
+
+  // Suggested questions (web.suggestions): offered under the greeting of a conversation with
+  // no message yet, withdrawn by the first message, whichever way it is sent.
+  var offered = null;
+  function offer(list) {
+    if (!list || !list.length || log.querySelector(".msg.user")) return;
+    offered = el("div", { className: "suggestions", role: "group", "aria-label": "Suggested questions" },
+      list.slice(0, 6).map(function (text) {
+        var b = el("button", { type: "button", text: String(text) });
+        b.addEventListener("click", function () { if (!busy) { say(String(text)); input.focus(); } });
+        return b;
+      }));
+    log.appendChild(offered); scroll();
+  }
+  function withdraw() { if (offered) { offered.remove(); offered = null; } }
 
   function start() {
     document.body.appendChild(host);
     applyOptions();
-    fetch(API + "/api/v1/widget/config", { mode: "cors", credentials: "omit" }).then(function (res) {
+    var configured = fetch(API + "/api/v1/widget/config", { mode: "cors", credentials: "omit" }).then(function (res) {
       return res.ok ? res.json() : {};
     }).catch(function () { return {}; }).then(function (cfg) {
       options.title = options.title || cfg.title;
@@ -400,8 +425,10 @@
         g.classList.add("greeting");
         log.insertBefore(g, log.firstChild);
       }
+      return cfg;
     });
-    loadHistory().then(function () { if (data.open === "true") open(); });
+    var history = loadHistory().then(function () { if (data.open === "true") open(); });
+    Promise.all([configured, history]).then(function (done) { offer(done[0].suggestions); });
   }
 
   window.__botkitWidget = { open: open, close: shut, root: root };

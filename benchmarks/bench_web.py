@@ -18,11 +18,10 @@
    (direct, paraphrased and misspelt ones). The bench bot's query-vector cache is off
    (``knowledge.query_cache_size: 0``), so a question asked again in a later round costs
    the same; the same load with the cache on and every question asked before is reported
-   on its own row. The load generator shares
-   the server's 2 cores, so it uses a minimal HTTP/1.1 client (:class:`SseClient`); the
-   same load sent with httpx, which costs about ten times the client CPU, is reported
-   beside it. The target is checked on lockstep bursts (all 16 streams send at the same instant, every
-   round): the last turn of a burst waits for the CPU of the 15 before it. The same load
+   on its own row. The load generator shares the server's 2 cores, so it uses a minimal
+   HTTP/1.1 client (:class:`SseClient`); the same load sent with httpx, which costs about
+   five times the client CPU, is reported beside it. The target is checked on lockstep
+   bursts (all 16 streams send at the same instant, every round): the last turn of a burst waits for the CPU of the 15 before it. The same load
    with the streams' starts spread over one first-token time is reported beside it, and so
    is the burst's embedding floor: its 16 questions embedded in one batch with nothing else
    running, a time that the last turn of a lockstep burst cannot beat.
@@ -190,9 +189,9 @@ def serve(bot_dir: str, port: int) -> None:
 
     async def query_cache(request: Any) -> JSONResponse:
         """Give the knowledge base (shared by both bots) a new query-vector cache of ``size``."""
-        from knowledge.query_cache import QueryVectorCache
+        from knowledge.vector_cache import VectorCache
 
-        bot.knowledge.retriever.query_cache = QueryVectorCache(int(request.query_params["size"]))
+        bot.knowledge.retriever.query_cache = VectorCache(int(request.query_params["size"]))
         return JSONResponse({"size": bot.knowledge.retriever.query_cache.size})
 
     @contextlib.asynccontextmanager
@@ -349,7 +348,7 @@ class SseClient:
     The load generator shares the server's cores, so its own CPU is taken from the server:
     httpx spends about 5 ms of CPU a streamed turn on a 2-core machine, a sixth of what the
     server spends. This client parses only what it needs (status line, headers, chunked
-    framing) and spends a tenth of that, so the figures measure the server. The request is
+    framing) and spends about a fifth of that, so the figures measure the server. The request is
     the one httpx sends (method, path, JSON body, the same headers).
     """
 

@@ -69,11 +69,11 @@ from knowledge.embeddings import Embedder
 from knowledge.lexical import LexicalHit, LexicalIndex
 from knowledge.observe import emit
 from knowledge.query import query_sentences
-from knowledge.query_cache import QueryVectorCache
 from knowledge.settings import KnowledgeSettings
 from knowledge.spelling import Speller, wordpiece_words
 from knowledge.store import StoredChunk, VectorQuery, VectorStore
 from knowledge.types import Passage
+from knowledge.vector_cache import VectorCache
 
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "lexical")
@@ -114,8 +114,8 @@ class Retriever:
         self.search_workers = search_workers
         self._executor: ThreadPoolExecutor | None = None  # started on the first hybrid search
         self._executor_lock = threading.Lock()
-        self.query_cache = QueryVectorCache(settings.query_cache_size)
-        """Recent query vectors by text (``knowledge.query_cache_size``; see :mod:`knowledge.query_cache`)."""
+        self.query_cache = VectorCache(settings.query_cache_size)
+        """Recent query vectors by text (``knowledge.query_cache_size``; see :mod:`knowledge.vector_cache`)."""
         self._vectors: Batcher[_VectorJob, tuple[np.ndarray, list[StoredChunk]]] = Batcher(self._embed_and_search)
         self._committed: Batcher[tuple[str, ...], list[str]] = Batcher(self._committed_batch)
 
@@ -210,9 +210,15 @@ class Retriever:
         job gets its vectors (one row per text) and its hits: each chunk once, with its best
         similarity to any of the job's texts."""
         texts = [text for job in jobs for text in job.texts]
-        hits, misses = self.query_cache.hits, self.query_cache.misses  # batches run one at a time (Batcher)
-        vectors = self.query_cache.embed(texts, self.embedder.embed_queries)  # the texts not seen lately, in one call
-        emit("query_vectors", cache=self.query_cache.hits - hits, model=self.query_cache.misses - misses)
+        embedded = 0
+
+        def embed(missing: Sequence[str]) -> np.ndarray:  # the texts not seen lately, in one call
+            nonlocal embedded
+            embedded = len(missing)
+            return self.embedder.embed_queries(missing)
+
+        vectors = self.query_cache.vectors(texts, embed)
+        emit("query_vectors", cache=len(texts) - embedded, model=embedded)
         bounds = np.cumsum([0, *(len(job.texts) for job in jobs)])
         rows = [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         searches = [(i, replace(job.search, vector=row)) for i, job in enumerate(jobs) if job.search is not None

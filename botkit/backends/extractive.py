@@ -39,8 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +49,7 @@ from botkit.backends import _text
 from botkit.backends.base import Backend, Completion, Prompt, Usage
 from knowledge.query import contextualize
 from knowledge.types import Passage
+from knowledge.vector_cache import VectorCache
 
 if TYPE_CHECKING:
     from botkit.config import BotConfig
@@ -67,6 +66,7 @@ _LEXICAL_WEIGHT = 0.5  # weight of word overlap next to cosine similarity in a s
 _CONTEXT_WEIGHT = 0.5
 _AGREEMENT = 0.05  # a passage both searches found may be this much less similar and still count as relevant
 _EMBED_CHARS = 240  # characters of a sentence or list the embedding model reads
+SENTENCE_CACHE_SIZE = 4096  # sentence vectors kept: popular articles come back question after question
 _WHOLE_SECTION = 2 / 3  # share of the question's words a heading must hold for its short section to be the answer
 _FAQ_MATCH = 0.8  # an FAQ whose question is this similar to the user's restates it: its answer leads  # weight of the words of the earlier message(s) of a follow-up
 _PROCEDURAL = {"how", "steps", "step", "set", "setup", "install", "configure", "change", "reset", "enable", "create"}
@@ -155,7 +155,7 @@ class ExtractiveBackend(Backend):
     ) -> None:
         super().__init__(model=model, options=options, config=config)
         self._embed = embed
-        self._vectors = _VectorCache()
+        self._vectors = VectorCache(SENTENCE_CACHE_SIZE)
 
     async def generate(self, prompt: Prompt, *, timeout: float) -> Completion:
         """Answer from the passages (CPU work: milliseconds; sentence embeddings a few tens of them)."""
@@ -311,42 +311,14 @@ class ExtractiveBackend(Backend):
         return Completion(text, Usage(prompt_tokens, self.count_tokens(text)), self.spec, abstained=abstained, cited=cited)
 
 
-class _VectorCache:
-    """Embeddings of recently scored sentences: popular articles come back question after
-    question, and their sentences need embedding once. Thread-safe, bounded (LRU)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def vectors(self, texts: list[str], embed: Embed) -> Any:
-        import numpy as np
-
-        with self._lock:
-            found = {t: self._items[t] for t in texts if t in self._items}
-            for text in found:
-                self._items.move_to_end(text)
-        missing = list(dict.fromkeys(t for t in texts if t not in found))
-        if missing:
-            new = embed(missing)
-            with self._lock:
-                for text, vector in zip(missing, new, strict=True):
-                    found[text] = vector
-                    self._items[text] = vector
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
-        return np.stack([found[t] for t in texts])
-
-
 class _Scorer:
     """Scores a passage's units against the query: cosine similarity plus word overlap
     when an embedding model is at hand, word overlap (with small list/position terms) else."""
 
-    def __init__(self, query: _Query, embed: Embed | None, cache: _VectorCache | None = None) -> None:
+    def __init__(self, query: _Query, embed: Embed | None, cache: VectorCache | None = None) -> None:
         self.query = query
         self.embed = embed
-        self.cache = cache or _VectorCache()
+        self.cache = cache or VectorCache(SENTENCE_CACHE_SIZE)
         self._queries: Any = None
 
     def similarities(self, texts: list[str]) -> Any:

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from botkit.messages import Citation
 from botkit.store.base import Conversation, Feedback, Message
 
 
@@ -24,11 +23,12 @@ def aware(value: datetime) -> datetime:
 
 
 def json_object(value: Any) -> dict[str, Any]:
-    """A citation as a JSON object: mappings, pydantic models and dataclasses are accepted."""
+    """A citation as a JSON object: mappings, objects with ``to_dict()``, pydantic models and
+    dataclasses are accepted."""
     if isinstance(value, Mapping):
         return dict(value)
-    if isinstance(value, Citation):  # the common case, without dataclasses.asdict's deep copies
-        return value.to_dict()
+    if callable(getattr(value, "to_dict", None)):  # its own JSON form (Citation), no deep copy
+        return dict(value.to_dict())
     if hasattr(value, "model_dump"):
         return dict(value.model_dump(mode="json"))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

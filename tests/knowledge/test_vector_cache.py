@@ -13,9 +13,9 @@ from fixtures_index import RecordingEmbedder, corpus_kb, embedder, retriever_of 
 from knowledge import observe
 from knowledge.embeddings import Embedder
 from knowledge.index import KnowledgeBase
-from knowledge.query_cache import QueryVectorCache
 from knowledge.retriever import Retriever
 from knowledge.settings import KnowledgeSettings
+from knowledge.vector_cache import VectorCache
 
 
 def fake_embed(calls: list[list[str]]) -> Any:
@@ -29,9 +29,9 @@ def fake_embed(calls: list[list[str]]) -> Any:
 # -- the cache on its own ------------------------------------------------------------------
 
 def test_only_texts_not_seen_are_embedded_each_once_and_rows_keep_their_order() -> None:
-    cache, calls = QueryVectorCache(8), []
-    first = cache.embed(["a", "bb", "a"], fake_embed(calls))
-    second = cache.embed(["ccc", "bb", "a"], fake_embed(calls))
+    cache, calls = VectorCache(8), []
+    first = cache.vectors(["a", "bb", "a"], fake_embed(calls))
+    second = cache.vectors(["ccc", "bb", "a"], fake_embed(calls))
     assert calls == [["a", "bb"], ["ccc"]]
     assert first[0].tolist() == first[2].tolist() == second[2].tolist()
     assert second[1].tolist() == first[1].tolist() and second[0].tolist() == [3.0, float(3 * 99 % 97)]
@@ -39,44 +39,44 @@ def test_only_texts_not_seen_are_embedded_each_once_and_rows_keep_their_order() 
 
 
 def test_the_least_recently_used_text_is_dropped_first() -> None:
-    cache, calls = QueryVectorCache(2), []
-    cache.embed(["a"], fake_embed(calls))
-    cache.embed(["b"], fake_embed(calls))
-    cache.embed(["a"], fake_embed(calls))  # a is now the most recent
-    cache.embed(["c"], fake_embed(calls))  # drops b
+    cache, calls = VectorCache(2), []
+    cache.vectors(["a"], fake_embed(calls))
+    cache.vectors(["b"], fake_embed(calls))
+    cache.vectors(["a"], fake_embed(calls))  # a is now the most recent
+    cache.vectors(["c"], fake_embed(calls))  # drops b
     calls.clear()
-    cache.embed(["a", "b", "c"], fake_embed(calls))
+    cache.vectors(["a", "b", "c"], fake_embed(calls))
     assert calls == [["b"]] and len(cache) == 2
 
 
 def test_size_zero_keeps_nothing() -> None:
-    cache, calls = QueryVectorCache(0), []
-    cache.embed(["a", "a"], fake_embed(calls))
-    cache.embed(["a"], fake_embed(calls))
+    cache, calls = VectorCache(0), []
+    cache.vectors(["a", "a"], fake_embed(calls))
+    cache.vectors(["a"], fake_embed(calls))
     assert calls == [["a"], ["a"]] and len(cache) == 0
 
 
 def test_a_wrong_number_of_rows_raises_and_caches_nothing() -> None:
-    cache = QueryVectorCache(8)
-    with pytest.raises(RuntimeError, match="returned 1 vectors for 2 queries"):
-        cache.embed(["a", "b"], lambda texts: np.zeros((1, 2), dtype=np.float32))
+    cache = VectorCache(8)
+    with pytest.raises(RuntimeError, match="returned 1 vectors for 2 texts"):
+        cache.vectors(["a", "b"], lambda texts: np.zeros((1, 2), dtype=np.float32))
     with pytest.raises(MemoryError):
-        cache.embed(["a"], lambda texts: (_ for _ in ()).throw(MemoryError("out of memory")))
+        cache.vectors(["a"], lambda texts: (_ for _ in ()).throw(MemoryError("out of memory")))
     assert len(cache) == 0
 
 
 def test_returned_rows_are_copies_and_cached_rows_read_only() -> None:
-    cache = QueryVectorCache(8)
-    rows = cache.embed(["a"], fake_embed([]))
+    cache = VectorCache(8)
+    rows = cache.vectors(["a"], fake_embed([]))
     rows[0, 0] = 99.0
-    assert cache.embed(["a"], fake_embed([]))[0, 0] == 1.0
+    assert cache.vectors(["a"], fake_embed([]))[0, 0] == 1.0
     with pytest.raises(ValueError):
         cache._vectors["a"][0] = 5.0
 
 
 def test_a_negative_size_is_refused() -> None:
     with pytest.raises(ValueError, match="0 or more"):
-        QueryVectorCache(-1)
+        VectorCache(-1)
     with pytest.raises(ValueError):
         KnowledgeSettings(query_cache_size=-1)
 

@@ -1,16 +1,18 @@
-"""A bounded cache of query embeddings: a question asked again skips the model.
+"""A bounded cache of embeddings by text: a text embedded again skips the model.
 
-Support traffic repeats itself: the same question typed by many users, suggested
-questions sent verbatim, greetings. Embedding a question is most of a retrieval's CPU on
-a CPU host (about 8 ms of a 2-core machine's time for all-MiniLM-L6-v2 on ONNX Runtime,
-against well under a millisecond for the searches), and the vector of a text never
-changes for a given model, so the :class:`~knowledge.retriever.Retriever` keeps the most
-recently used ones (``knowledge.query_cache_size``; 0 turns the cache off).
+The vector of a text never changes for a given model, and support traffic repeats
+itself: the same question typed by many users, suggested questions sent verbatim,
+greetings, and popular articles whose sentences are scored question after question.
+Embedding a question is most of a retrieval's CPU on a CPU host (about 8 ms of a 2-core
+machine's time for all-MiniLM-L6-v2 on ONNX Runtime, against well under a millisecond for
+the searches). So the :class:`~knowledge.retriever.Retriever` keeps the most recently
+used query vectors (``knowledge.query_cache_size``; 0 turns it off), and the extractive
+backend those of the sentences it scores.
 
-The key is the exact text embedded (after spelling correction, with any context the
-dialogue prepended): only the same text gets the same vector, so answers are unchanged.
-A cache belongs to one retriever and so to one embedding model; re-ingesting changes the
-chunks, not the vectors of questions, so nothing is invalidated.
+For questions the key is the exact text embedded (after spelling correction, with any
+context the dialogue prepended): only the same text gets the same vector, so answers are
+unchanged. A cache belongs to one retriever and so to one embedding model; re-ingesting
+changes the chunks, not the vectors of questions, so nothing is invalidated.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ import numpy as np
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
-class QueryVectorCache:
-    """The ``size`` most recently used query vectors, by text. Thread-safe."""
+class VectorCache:
+    """The ``size`` most recently used vectors, by text. Thread-safe."""
 
     def __init__(self, size: int) -> None:
         if size < 0:
-            raise ValueError(f"the query cache size must be 0 or more, got {size}")
+            raise ValueError(f"the vector cache size must be 0 or more, got {size}")
         self.size = size
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -41,7 +43,7 @@ class QueryVectorCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
-    def embed(self, texts: Sequence[str], embed: Embed) -> np.ndarray:
+    def vectors(self, texts: Sequence[str], embed: Embed) -> np.ndarray:
         """One row per text: cached rows, and the rest from ``embed`` in one call.
 
         A text that appears twice in ``texts`` is embedded once. ``embed`` must return one
@@ -60,7 +62,7 @@ class QueryVectorCache:
         if missing:
             rows = np.asarray(embed(missing), dtype=np.float32)
             if len(rows) != len(missing):
-                raise RuntimeError(f"embed_queries returned {len(rows)} vectors for {len(missing)} queries")
+                raise RuntimeError(f"the embedding model returned {len(rows)} vectors for {len(missing)} texts")
             for text, row in zip(missing, rows, strict=True):
                 row = row.copy()  # not a view of the batch: the cache keeps rows, not batches
                 row.setflags(write=False)
@@ -70,11 +72,6 @@ class QueryVectorCache:
             self.hits += len(texts) - len(missing)
             self.misses += len(missing)
         return np.stack([found[text] for text in texts])
-
-    def clear(self) -> None:
-        """Forget every vector (the counters are kept)."""
-        with self._lock:
-            self._vectors.clear()
 
     def _store(self, texts: Sequence[str], vectors: dict[str, np.ndarray]) -> None:
         if self.size == 0:
@@ -87,4 +84,4 @@ class QueryVectorCache:
                 self._vectors.popitem(last=False)
 
 
-__all__ = ["QueryVectorCache"]
+__all__ = ["VectorCache"]

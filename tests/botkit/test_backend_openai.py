@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from types import SimpleNamespace
@@ -35,14 +35,29 @@ def stub() -> Iterator[OpenAIStub]:
         yield server
 
 
-def make_backend(stub: OpenAIStub, **settings: object) -> OpenAIBackend:
-    openai = {"api_key": "sk-test", "base_url": stub.base_url, **settings}
-    return OpenAIBackend(model="gpt-4o-mini", config=BotConfig.model_validate({"openai": openai}))
+MakeBackend = Callable[..., OpenAIBackend]
 
 
-async def test_generate(stub: OpenAIStub) -> None:
+@pytest.fixture
+async def make_backend(stub: OpenAIStub) -> AsyncIterator[MakeBackend]:
+    """Backends on the stub server (``openai.*`` settings as keywords), closed when the test
+    ends: an unclosed openai client closes itself when collected, in whatever event loop
+    runs then, which is a later test's, and logs an error there."""
+    made: list[OpenAIBackend] = []
+
+    def build(**settings: object) -> OpenAIBackend:
+        openai = {"api_key": "sk-test", "base_url": stub.base_url, **settings}
+        made.append(OpenAIBackend(model="gpt-4o-mini", config=BotConfig.model_validate({"openai": openai})))
+        return made[-1]
+
+    yield build
+    for backend in made:
+        await backend.aclose()
+
+
+async def test_generate(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply(text="Use the sign-in page [1]."))
-    backend = make_backend(stub, temperature=0.3)
+    backend = make_backend(temperature=0.3)
     completion = await backend.generate(PROMPT, timeout=5)
     await backend.aclose()
     assert completion.text == "Use the sign-in page [1]."
@@ -57,10 +72,10 @@ async def test_generate(stub: OpenAIStub) -> None:
 
 
 
-async def test_requests_are_exactly_what_the_clients_create_sends(stub: OpenAIStub) -> None:
+async def test_requests_are_exactly_what_the_clients_create_sends(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     """The backend posts through the official client's ``post`` (skipping ``create``'s
     per-call parameter transform): path, JSON body and auth must stay ``create``'s own."""
-    backend = make_backend(stub, temperature=0.3)
+    backend = make_backend(temperature=0.3)
     await backend.generate(PROMPT, timeout=5)
     [event async for event in backend.stream(PROMPT, timeout=5)]
     client = backend._get_client()
@@ -90,9 +105,9 @@ def test_a_completion_body_is_read_strictly() -> None:
             _completion_json(garbage, "openai:m")
         assert not raised.value.retryable
 
-async def test_stream_with_usage(stub: OpenAIStub) -> None:
+async def test_stream_with_usage(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply(text="One two three.", prompt_tokens=42))
-    backend = make_backend(stub)
+    backend = make_backend()
     events = [e async for e in backend.stream(PROMPT, timeout=5)]
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert "".join(deltas) == "One two three." and len(deltas) == 3
@@ -104,34 +119,35 @@ async def test_stream_with_usage(stub: OpenAIStub) -> None:
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
-async def test_stream_from_a_server_that_ignores_include_usage(stub: OpenAIStub) -> None:
+async def test_stream_from_a_server_that_ignores_include_usage(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply(text="Estimated usage.", usage_in_stream=False))
-    events = [e async for e in make_backend(stub).stream(PROMPT, timeout=5)]
+    events = [e async for e in make_backend().stream(PROMPT, timeout=5)]
     usage = events[-1].completion.usage  # type: ignore[union-attr]
     assert usage.prompt_tokens > 10 and usage.completion_tokens > 0
 
 
-async def test_rate_limit_is_retried_after_retry_after(stub: OpenAIStub) -> None:
+async def test_rate_limit_is_retried_after_retry_after(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply.rate_limited(retry_after="1"), StubReply(text="after the wait"))
-    completion = await make_backend(stub).generate(PROMPT, timeout=5)
+    completion = await make_backend().generate(PROMPT, timeout=5)
     assert completion.text == "after the wait"
     first, second = stub.chat_requests
     assert 0.95 <= second.received_at - first.received_at < 2.5
 
 
-async def test_retry_after_longer_than_the_deadline_fails_at_once(stub: OpenAIStub) -> None:
+async def test_retry_after_longer_than_the_deadline_fails_at_once(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply.rate_limited(retry_after="30"))
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="429"):
-        await make_backend(stub).generate(PROMPT, timeout=3)
+        await make_backend().generate(PROMPT, timeout=3)
     assert time.monotonic() - started < 1.0
     assert len(stub.chat_requests) == 1
 
 
-async def test_server_errors_are_retried_then_the_router_falls_back(stub: OpenAIStub) -> None:
+async def test_server_errors_are_retried_then_the_router_falls_back(
+        stub: OpenAIStub, make_backend: MakeBackend) -> None:
     fast = {"Retry-After": "0"}
     stub.enqueue(*[StubReply(status=500, error_message="boom", headers=fast) for _ in range(3)])
-    backend = make_backend(stub, max_retries=2)
+    backend = make_backend(max_retries=2)
     with pytest.raises(BackendUnavailable, match="HTTP 500: boom") as info:
         await backend.generate(PROMPT, timeout=5)
     assert info.value.retryable is True  # type: ignore[attr-defined]
@@ -145,26 +161,26 @@ async def test_server_errors_are_retried_then_the_router_falls_back(stub: OpenAI
     assert len(stub.chat_requests) == 6
 
 
-async def test_insufficient_quota_is_not_retried(stub: OpenAIStub) -> None:
+async def test_insufficient_quota_is_not_retried(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply.insufficient_quota())
     with pytest.raises(BackendUnavailable, match="quota") as info:
-        await make_backend(stub).generate(PROMPT, timeout=5)
+        await make_backend().generate(PROMPT, timeout=5)
     assert info.value.retryable is False  # type: ignore[attr-defined]
     assert "exceeded your current quota" in str(info.value)
     assert len(stub.chat_requests) == 1
 
 
-async def test_bad_request_is_not_retried(stub: OpenAIStub) -> None:
+async def test_bad_request_is_not_retried(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply(status=400, error_message="context_length_exceeded", error_type="invalid_request_error"))
     with pytest.raises(BackendError, match="HTTP 400") as info:
-        await make_backend(stub).generate(PROMPT, timeout=5)
+        await make_backend().generate(PROMPT, timeout=5)
     assert not isinstance(info.value, BackendUnavailable)
     assert len(stub.chat_requests) == 1
 
 
-async def test_hang_mid_stream_times_out_within_the_deadline(stub: OpenAIStub) -> None:
+async def test_hang_mid_stream_times_out_within_the_deadline(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply.hang(after_chunks=2, text="one two three four"))
-    backend = make_backend(stub)
+    backend = make_backend()
     seen = []
     started = time.monotonic()
     with pytest.raises(BackendTimeout) as info:
@@ -175,31 +191,31 @@ async def test_hang_mid_stream_times_out_within_the_deadline(stub: OpenAIStub) -
     assert info.value.partial_text == "one two "  # type: ignore[attr-defined]
 
 
-async def test_slow_server_times_out_within_the_deadline(stub: OpenAIStub) -> None:
+async def test_slow_server_times_out_within_the_deadline(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply(delay_s=5))
     started = time.monotonic()
     with pytest.raises(BackendTimeout):
-        await make_backend(stub).generate(PROMPT, timeout=0.8)
+        await make_backend().generate(PROMPT, timeout=0.8)
     assert time.monotonic() - started < 0.8 + 0.5
 
 
-async def test_connection_closed(stub: OpenAIStub) -> None:
+async def test_connection_closed(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply.drop(after_chunks=0))
     with pytest.raises(BackendUnavailable, match="connection failed"):
-        await make_backend(stub, max_retries=0).generate(PROMPT, timeout=5)
+        await make_backend(max_retries=0).generate(PROMPT, timeout=5)
 
     stub.enqueue(StubReply.drop(after_chunks=2, text="cut off right here"))
     seen = []
     with pytest.raises(BackendError) as info:
-        async for event in make_backend(stub).stream(PROMPT, timeout=5):
+        async for event in make_backend().stream(PROMPT, timeout=5):
             seen.append(event)
     assert info.value.partial_text == "cut off "  # type: ignore[attr-defined]
     assert len(stub.chat_requests) == 2  # no retry once text was streamed
 
 
-async def test_dropped_connection_is_retried(stub: OpenAIStub) -> None:
+async def test_dropped_connection_is_retried(stub: OpenAIStub, make_backend: MakeBackend) -> None:
     stub.enqueue(StubReply.drop(after_chunks=0), StubReply(text="second try"))
-    completion = await make_backend(stub, max_retries=1).generate(PROMPT, timeout=5)
+    completion = await make_backend(max_retries=1).generate(PROMPT, timeout=5)
     assert completion.text == "second try"
 
 
@@ -210,7 +226,9 @@ def test_missing_key_is_a_config_error() -> None:
 
 async def test_base_url_without_key_sends_a_placeholder(stub: OpenAIStub) -> None:
     config = BotConfig.model_validate({"openai": {"base_url": stub.base_url}})
-    completion = await OpenAIBackend(model="llama3", config=config).generate(PROMPT, timeout=5)
+    backend = OpenAIBackend(model="llama3", config=config)
+    completion = await backend.generate(PROMPT, timeout=5)
+    await backend.aclose()
     assert completion.text == "Hello from the stub."
     assert stub.chat_requests[0].headers["authorization"].startswith("Bearer ")
 

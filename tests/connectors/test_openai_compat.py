@@ -16,17 +16,21 @@ QUESTION = "How do I reset my password?"
 
 
 def _client(live_server: str, key: str) -> Any:
+    """An ``AsyncOpenAI`` client of the server; use it in ``async with``, which closes it (an
+    unclosed one closes itself when collected, in whatever event loop runs then)."""
     return openai.AsyncOpenAI(base_url=f"{live_server}/v1", api_key=key, max_retries=0, timeout=60)
 
 
 async def test_models_lists_the_bot(live_server: str, api_key: str, kit: Any) -> None:
-    models = await _client(live_server, api_key).models.list()
+    async with _client(live_server, api_key) as client:
+        models = await client.models.list()
     assert [m.id for m in models.data] == [kit.BOT_NAME]
 
 
 async def test_completion_is_grounded_and_cited(live_server: str, api_key: str, kit: Any) -> None:
-    completion = await _client(live_server, api_key).chat.completions.create(
-        model=kit.BOT_NAME, messages=[{"role": "user", "content": QUESTION}])
+    async with _client(live_server, api_key) as client:
+        completion = await client.chat.completions.create(
+            model=kit.BOT_NAME, messages=[{"role": "user", "content": QUESTION}])
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.content and completion.choices[0].finish_reason == "stop"
     extra = completion.model_extra["botkit"]
@@ -35,10 +39,11 @@ async def test_completion_is_grounded_and_cited(live_server: str, api_key: str, 
 
 
 async def test_streamed_completion(live_server: str, api_key: str, kit: Any) -> None:
-    stream = await _client(live_server, api_key).chat.completions.create(
-        model=kit.BOT_NAME, messages=[{"role": "user", "content": QUESTION}], stream=True,
-        stream_options={"include_usage": True})
-    chunks = [chunk async for chunk in stream]
+    async with _client(live_server, api_key) as client:
+        stream = await client.chat.completions.create(
+            model=kit.BOT_NAME, messages=[{"role": "user", "content": QUESTION}], stream=True,
+            stream_options={"include_usage": True})
+        chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"]
@@ -47,20 +52,20 @@ async def test_streamed_completion(live_server: str, api_key: str, kit: Any) -> 
 
 
 async def test_follow_up_continues_the_conversation(live_server: str, api_key: str, kit: Any, web_bot: Any) -> None:
-    client = _client(live_server, api_key)
-    first = await client.chat.completions.create(
-        model=kit.BOT_NAME, messages=[{"role": "user", "content": QUESTION}])
-    answer = first.choices[0].message.content
-    follow = await client.chat.completions.create(model=kit.BOT_NAME, messages=[
-        {"role": "user", "content": QUESTION}, {"role": "assistant", "content": answer},
-        {"role": "user", "content": "How long is the reset link valid?"}])
+    async with _client(live_server, api_key) as client:
+        first = await client.chat.completions.create(
+            model=kit.BOT_NAME, messages=[{"role": "user", "content": QUESTION}])
+        answer = first.choices[0].message.content
+        follow = await client.chat.completions.create(model=kit.BOT_NAME, messages=[
+            {"role": "user", "content": QUESTION}, {"role": "assistant", "content": answer},
+            {"role": "user", "content": "How long is the reset link valid?"}])
+        # An edited history does not continue it: a new conversation, seeded with the given turns.
+        edited = await client.chat.completions.create(model=kit.BOT_NAME, messages=[
+            {"role": "user", "content": QUESTION}, {"role": "assistant", "content": "Something else entirely."},
+            {"role": "user", "content": "And on mobile?"}])
     conversation_id = first.model_extra["botkit"]["conversation_id"]
     assert follow.model_extra["botkit"]["conversation_id"] == conversation_id
     assert [m.role for m in await web_bot.history(conversation_id)] == ["user", "assistant"] * 2
-    # An edited history does not continue it: a new conversation, seeded with the given turns.
-    edited = await client.chat.completions.create(model=kit.BOT_NAME, messages=[
-        {"role": "user", "content": QUESTION}, {"role": "assistant", "content": "Something else entirely."},
-        {"role": "user", "content": "And on mobile?"}])
     edited_id = edited.model_extra["botkit"]["conversation_id"]
     assert edited_id != conversation_id
     seeded = await web_bot.history(edited_id)
@@ -68,17 +73,17 @@ async def test_follow_up_continues_the_conversation(live_server: str, api_key: s
 
 
 async def test_wrong_key_is_401(live_server: str, kit: Any) -> None:
-    with pytest.raises(openai.AuthenticationError) as caught:
-        await _client(live_server, "bk_000000000000_wrongwrongwrongwrongwrong").chat.completions.create(
-            model=kit.BOT_NAME, messages=[{"role": "user", "content": "hi"}])
+    async with _client(live_server, "bk_000000000000_wrongwrongwrongwrongwrong") as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await client.chat.completions.create(model=kit.BOT_NAME, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 401
     assert caught.value.body["code"] == "invalid_api_key"
 
 
 async def test_unknown_model_is_404_in_openai_format(live_server: str, api_key: str) -> None:
-    with pytest.raises(openai.NotFoundError) as caught:
-        await _client(live_server, api_key).chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    async with _client(live_server, api_key) as client:
+        with pytest.raises(openai.NotFoundError) as caught:
+            await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.body["code"] == "model_not_found" and caught.value.body["param"] == "model"
 
 

@@ -21,12 +21,13 @@
    on its own row. The load generator shares the server's 2 cores, so it uses a minimal
    HTTP/1.1 client (:class:`SseClient`); the same load sent with httpx, which costs about
    five times the client CPU, is reported beside it. The target is checked on lockstep
-   bursts (all 16 streams send at the same instant, every round): the last turn of a burst waits for the CPU of the 15 before it. The same load
-   with the streams' starts spread over one first-token time is reported beside it, and so
-   is the burst's embedding floor: its 16 questions embedded in one batch with nothing else
-   running, a time that the last turn of a lockstep burst cannot beat. The lockstep load
-   is also measured with fewer streams (``--curve``, 1, 4 and 8 by default), which shows
-   up to what concurrency the budget holds on the machine at hand.
+   bursts (all 16 streams send at the same instant, every round): the last turn of a
+   burst waits for the CPU of the 15 before it. The same load with the streams' starts
+   spread over one first-token time is reported beside it, and so is the burst's embedding
+   floor: its 16 questions embedded in one batch with nothing else running, a time that
+   the last turn of a lockstep burst cannot beat. The lockstep load is also measured with
+   fewer streams (``--curve``, 1, 4 and 8 by default), which shows up to what concurrency
+   the budget holds on the machine at hand.
 
 Servers run in their own processes; the load generator runs here. Uses a slice of the
 faq-agent help centre (Markdown articles + the FAQ) so ingestion stays short. Prints a
@@ -39,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -61,6 +63,7 @@ EXAMPLE = ROOT / "examples" / "faq-agent"
 RESULTS = ROOT / "benchmarks" / "results"
 PUBLIC_KEY = "pk_bench"
 FIRST_TOKEN_DELAY_S = 0.2
+TTFT_TARGET_MS = 50.0  # p95 first-token time botkit may add (issue #5)
 TURNS_PER_CONVERSATION = 4
 TWO_WORKER_S = 60.0  # about what the two-worker scenario takes on an idle 2-core machine
 KNOWLEDGE = ("faq.csv", "account", "billing", "getting-started", "integrations")
@@ -452,7 +455,8 @@ async def ttft(base: str, args: argparse.Namespace) -> dict[str, Any]:
         repeated = await ttft_http(base + "/scripted", args.streams, args.rounds)
         (await http.get(f"{base}/bench/query-cache", params={"size": 0})).raise_for_status()
     # The same lockstep load at lower concurrency: where the budget holds on this machine.
-    curve = {n: await ttft_http(base + "/scripted", n, -(-CURVE_SAMPLES // n)) for n in args.curve if n != args.streams}
+    curve = {n: await ttft_http(base + "/scripted", n, math.ceil(CURVE_SAMPLES / n))
+             for n in args.curve if n != args.streams}
     async with httpx.AsyncClient(timeout=300) as http:
         measured = (await http.get(f"{base}/bench/direct-ttft",
                                    params={"streams": args.streams, "rounds": args.rounds})).json()
@@ -471,7 +475,7 @@ async def ttft(base: str, args: argparse.Namespace) -> dict[str, Any]:
             "retrieval_alone_p50_ms": ms(retrievals, 50), "retrieval_alone_p95_ms": ms(retrievals, 95),
             "burst_embedding_floor_p50_ms": ms(floors, 50),
             "by_streams": {str(n): {"samples": len(o), "p50_ms": ms(o, 50), "p95_ms": ms(o, 95)}
-                           for n, o in {**curve, args.streams: http_overheads}.items()}}
+                           for n, o in sorted({**curve, args.streams: http_overheads}.items())}}
 
 
 class NullBot:
@@ -658,7 +662,7 @@ async def main() -> None:
             results["botkit_2_workers"] = await two_workers(tmp, bot, args)
             elapsed = time.monotonic() - started
             results["phases_s"]["two_workers"] = round(elapsed - results["phases_s"]["one_worker"], 1)
-    results["checks"] = {"ttft_overhead_ok": results["ttft"]["turn_overhead_p95_ms"] <= 50}
+    results["checks"] = {"ttft_overhead_ok": results["ttft"]["turn_overhead_p95_ms"] <= TTFT_TARGET_MS}
     if "botkit_1_worker" in results:
         ratio = results["botkit_1_worker"]["turns_per_s"] / max(1e-9, results["bare_fastapi"]["turns_per_s"])
         results["checks"].update(throughput_ratio_vs_bare=round(ratio, 3), throughput_ok=ratio >= 0.7)
@@ -691,7 +695,7 @@ def report(results: dict[str, Any]) -> None:
     print(f"first-token overhead over a {t['backend_first_token_ms']:.0f} ms backend first token, "
           f"{t['streams']} SSE streams:")
     print(f"  whole turn over HTTP   p50 {t['turn_overhead_p50_ms']:>7} ms   p95 {t['turn_overhead_p95_ms']:>7} ms "
-          f"(target p95 <= 50: {'ok' if checks['ttft_overhead_ok'] else 'MISSED'})")
+          f"(target p95 <= {TTFT_TARGET_MS:.0f}: {'ok' if checks['ttft_overhead_ok'] else 'MISSED'})")
     print(f"  same, httpx client     p50 {t['httpx_client_turn_overhead_p50_ms']:>7} ms   p95 "
           f"{t['httpx_client_turn_overhead_p95_ms']:>7} ms (a heavier load generator on the same cores)")
     print(f"  same, starts spread    p50 {t['spread_turn_overhead_p50_ms']:>7} ms   p95 "
@@ -706,11 +710,11 @@ def report(results: dict[str, Any]) -> None:
           f"(query embedding, same concurrency)")
     print(f"  burst embedding floor  p50 {t['burst_embedding_floor_p50_ms']:>7} ms "
           f"(the {t['streams']} questions of one burst embedded in one batch, nothing else running)")
-    if t['burst_embedding_floor_p50_ms'] > 50:
-        print("  (the floor alone is over the 50 ms target: this machine's CPU cannot embed a burst in time)")
-    curve = sorted(t["by_streams"].items(), key=lambda item: int(item[0]))
-    print("  whole turn, by streams " + "; ".join(f"{n}: p50 {row['p50_ms']} p95 {row['p95_ms']}" for n, row in curve)
-          + " ms (lockstep)")
+    if t['burst_embedding_floor_p50_ms'] > TTFT_TARGET_MS:
+        print(f"  (the floor alone is over the {TTFT_TARGET_MS:.0f} ms target: this machine's CPU cannot embed a "
+              "burst in time)")
+    print("  whole turn, by streams " + "; ".join(f"{n}: p50 {row['p50_ms']} p95 {row['p95_ms']}"
+                                                 for n, row in t["by_streams"].items()) + " ms (lockstep)")
     if "web_layer_cost" in results:
         w = results["web_layer_cost"]["us_per_request"]
         print(f"web layer CPU per request (instant bot, in-process): "

@@ -36,7 +36,8 @@ class VectorCache:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
-        """Texts answered from the cache so far (for tests, benchmarks and metrics)."""
+        """Texts answered from the cache so far, over every caller (the retriever counts its own calls
+        for ``knowledge.observe``)."""
         self.misses = 0
         """Texts embedded so far (each distinct text of a call once)."""
 

@@ -399,7 +399,7 @@
   function offer(list) {
     if (!list || !list.length || log.querySelector(".msg.user")) return;
     offered = el("div", { className: "suggestions", role: "group", "aria-label": "Suggested questions" },
-      list.slice(0, 6).map(function (text) {
+      list.map(function (text) {  // at most 6: web.suggestions is validated server-side
         var b = el("button", { type: "button", text: String(text) });
         b.addEventListener("click", function () { if (!busy) { say(String(text)); input.focus(); } });
         return b;
